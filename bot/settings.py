@@ -1,0 +1,147 @@
+"""Typed settings from environment variables, validated once at start-up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from bot.errors import SettingsError
+
+ROOT = Path(__file__).resolve().parent.parent
+"""The repository root: content/, config/ and var/ are found relative to it."""
+
+TRANSLATOR_CHOICES = ("none", "google", "deepl", "microsoft", "libre")
+PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "xxx", "todo", ""})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything configurable; see INTERFACES.md for the names and defaults."""
+
+    database_url: str
+    engine_url: str
+    app_port: int = 8000
+    engine_port: int = 5005
+    environment: str = "development"
+    content_dir: Path = ROOT / "content"
+    telegram_token: str | None = None
+    telegram_webhook_secret: str | None = None
+    translator: str = "none"
+    translator_url: str | None = None
+    translator_key: str | None = None
+    translator_timeout: float = 4.0
+    engine_timeout: float = 20.0
+    max_message_chars: int = 4000
+    default_language: str = "de"
+    partner_origins: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def telegram_enabled(self) -> bool:
+        """Telegram runs only when a token is configured."""
+        return bool(self.telegram_token)
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive, got {value}")
+    return value
+
+
+def _url(name: str, value: str, schemes: tuple[str, ...]) -> str:
+    parsed = urlparse(value)
+    if parsed.scheme not in schemes or not (parsed.netloc or parsed.path):
+        raise SettingsError(f"{name} must be a URL starting with {' or '.join(schemes)}, got {value!r}")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the settings; raise SettingsError naming the first wrong variable."""
+    env = os.environ if env is None else env
+    engine_port = _int(env, "ENGINE_PORT", 5005, low=1, high=65535)
+    app_port = _int(env, "APP_PORT", 8000, low=1, high=65535)
+    default_db = f"sqlite:///{ROOT / 'var' / 'lotse.db'}"
+    database_url = env.get("LOTSE_DATABASE_URL") or default_db
+    if not database_url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
+        raise SettingsError(
+            "LOTSE_DATABASE_URL must be an SQLAlchemy URL for SQLite or PostgreSQL "
+            f"(sqlite:///path or postgresql+psycopg://user@host/db), got {database_url!r}"
+        )
+    if database_url.startswith("postgresql://"):
+        database_url = "postgresql+psycopg://" + database_url.removeprefix("postgresql://")
+    engine_url = _url(
+        "LOTSE_ENGINE_URL",
+        env.get("LOTSE_ENGINE_URL") or f"http://localhost:{engine_port}",
+        ("http", "https"),
+    ).rstrip("/")
+    environment = env.get("LOTSE_ENV", "development")
+    if environment not in ("development", "test", "production"):
+        raise SettingsError(f"LOTSE_ENV must be development, test or production, got {environment!r}")
+    translator = (env.get("LOTSE_TRANSLATOR") or "none").lower()
+    if translator not in TRANSLATOR_CHOICES:
+        raise SettingsError(
+            f"LOTSE_TRANSLATOR must be one of {', '.join(TRANSLATOR_CHOICES)}, got {translator!r}"
+        )
+    translator_url = env.get("LOTSE_TRANSLATOR_URL") or None
+    if translator == "libre":
+        if not translator_url:
+            raise SettingsError("LOTSE_TRANSLATOR=libre needs LOTSE_TRANSLATOR_URL")
+        _url("LOTSE_TRANSLATOR_URL", translator_url, ("http", "https"))
+    translator_key = env.get("LOTSE_TRANSLATOR_KEY") or None
+    if translator in ("deepl", "microsoft") and not translator_key:
+        raise SettingsError(f"LOTSE_TRANSLATOR={translator} needs LOTSE_TRANSLATOR_KEY")
+    token = env.get("TELEGRAM_TOKEN") or None
+    secret = env.get("TELEGRAM_WEBHOOK_SECRET") or None
+    if environment == "production" and token and (secret is None or secret.lower() in PLACEHOLDER_SECRETS):
+        raise SettingsError("TELEGRAM_WEBHOOK_SECRET must be set to a real secret in production")
+    default_language = env.get("LOTSE_DEFAULT_LANGUAGE", "de")
+    from bot import LANGUAGES
+
+    if default_language not in LANGUAGES:
+        raise SettingsError(f"LOTSE_DEFAULT_LANGUAGE must be one of {', '.join(LANGUAGES)}")
+    origins = tuple(
+        o.strip().rstrip("/") for o in env.get("LOTSE_PARTNER_ORIGINS", "").split(",") if o.strip()
+    )
+    for origin in origins:
+        _url("LOTSE_PARTNER_ORIGINS", origin, ("http", "https"))
+    content_dir = Path(env.get("LOTSE_CONTENT_DIR") or ROOT / "content")
+    return Settings(
+        database_url=database_url,
+        engine_url=engine_url,
+        app_port=app_port,
+        engine_port=engine_port,
+        environment=environment,
+        content_dir=content_dir,
+        telegram_token=token,
+        telegram_webhook_secret=secret,
+        translator=translator,
+        translator_url=translator_url,
+        translator_key=translator_key,
+        translator_timeout=_float(env, "LOTSE_TRANSLATOR_TIMEOUT", 4.0),
+        engine_timeout=_float(env, "LOTSE_ENGINE_TIMEOUT", 20.0),
+        max_message_chars=_int(env, "LOTSE_MAX_MESSAGE_CHARS", 4000, low=100, high=100_000),
+        default_language=default_language,
+        partner_origins=origins,
+    )
