@@ -1,0 +1,1 @@
+"""The engine's custom actions. Thin: they decide which content key answers, the app renders it."""

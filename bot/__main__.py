@@ -1,0 +1,57 @@
+"""Command line: ``serve``, ``db-upgrade``, ``check-content``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from bot.errors import ContentError, SettingsError
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; configuration errors end with a one-line message and exit code 2."""
+    parser = argparse.ArgumentParser(prog="python -m bot")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="start the app (ASGI server) on APP_PORT")
+    sub.add_parser("db-upgrade", help="create or upgrade the database schema")
+    sub.add_parser("check-content", help="validate content/ and list texts missing in a language")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from bot.settings import load_settings
+
+    try:
+        settings = load_settings()
+        if args.command == "db-upgrade":
+            from bot.storage.database import Database
+
+            Database(settings.database_url).upgrade()
+            print(f"database is up to date: {settings.database_url}")
+            return 0
+        if args.command == "check-content":
+            from bot.content import load_content
+
+            content = load_content(settings.content_dir)
+            missing = content.missing()
+            for lang, key in missing:
+                print(f"missing: texts/{lang}.yml: {key}")
+            print(
+                f"content ok: {len(content.texts['de'])} keys, {len(content.answers)} answers, "
+                f"{len(missing)} texts missing in some language"
+            )
+            return 1 if missing else 0
+        import uvicorn
+
+        from bot.app import create_app
+        from bot.bootstrap import bootstrap
+
+        services = bootstrap(settings)
+        uvicorn.run(create_app(services), host="0.0.0.0", port=settings.app_port, log_level="info")
+        return 0
+    except (SettingsError, ContentError) as exc:
+        print(f"lotse: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Channels: normalise inbound messages, send replies out (Telegram, web widget, REST)."""

@@ -1,0 +1,84 @@
+"""Data functions for clients, identities, conversations and messages (the caller commits)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.storage.models import ChannelIdentity, Client, Conversation, Message, utcnow
+
+
+async def find_or_create(
+    session: AsyncSession, *, channel: str, external_id: str
+) -> tuple[Client, Conversation, bool]:
+    """The client and open conversation behind a channel identity; True when the client is new."""
+    identity = await session.scalar(
+        select(ChannelIdentity).where(
+            ChannelIdentity.channel == channel, ChannelIdentity.external_id == external_id
+        )
+    )
+    if identity is None:
+        client = Client()
+        session.add(client)
+        await session.flush()
+        session.add(ChannelIdentity(client_id=client.id, channel=channel, external_id=external_id))
+        conversation = Conversation(client_id=client.id, channel=channel)
+        session.add(conversation)
+        await session.flush()
+        return client, conversation, True
+    client = await session.get_one(Client, identity.client_id)
+    open_conversation = await session.scalar(
+        select(Conversation)
+        .where(
+            Conversation.client_id == client.id,
+            Conversation.channel == channel,
+            Conversation.status != "closed",
+        )
+        .order_by(Conversation.created_at.desc())
+        .limit(1)
+    )
+    if open_conversation is None:
+        open_conversation = Conversation(client_id=client.id, channel=channel)
+        session.add(open_conversation)
+        await session.flush()
+    return client, open_conversation, False
+
+
+def add_message(
+    session: AsyncSession,
+    *,
+    conversation: Conversation,
+    direction: str,
+    author: str,
+    text: str,
+    language: str | None,
+    kind: str = "text",
+    content_key: str | None = None,
+    machine_translated: bool = False,
+    payload: dict[str, Any] | None = None,
+) -> Message:
+    """Add a message row to the session."""
+    message = Message(
+        conversation_id=conversation.id,
+        direction=direction,
+        author=author,
+        kind=kind,
+        text=text,
+        language=language,
+        content_key=content_key,
+        machine_translated=machine_translated,
+        payload=payload,
+    )
+    session.add(message)
+    conversation.updated_at = utcnow()
+    return message
+
+
+async def history(session: AsyncSession, conversation_id: str) -> list[Message]:
+    """A conversation's messages in order."""
+    rows = await session.scalars(
+        select(Message).where(Message.conversation_id == conversation_id).order_by(Message.id)
+    )
+    return list(rows)

@@ -1,0 +1,247 @@
+"""`make eval`: the trained engine against the held-out sets written apart from the training data.
+
+Prints and writes (docs/eval/report.md, report.json, f1.png) per language: intent accuracy and
+macro-F1, out-of-scope recall, the most frequent confusions, language-detection accuracy on
+messages of three words or more, language flips on one- and two-word replies, and how often an
+in-scope answer would be in the client's language.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from bot import LANGUAGES
+from bot.content import load_content
+from bot.language import LanguageDetector, decide_language
+from bot.settings import ROOT
+
+HELDOUT = ROOT / "nlu_data" / "heldout"
+REPORT_DIR = ROOT / "docs" / "eval"
+IN_SCOPE = ("ask_language_course", "ask_recognition", "ask_qualification", "ask_followup")
+NOT_ANSWERED = ("out_of_scope", "nlu_fallback")
+
+
+@dataclass
+class LanguageScores:
+    """The figures for one language."""
+
+    examples: int = 0
+    accuracy: float = 0.0
+    macro_f1: float = 0.0
+    oos_recall: float = 0.0
+    detection_accuracy: float = 0.0
+    detection_examples: int = 0
+    short_reply_flips: int = 0
+    answer_language: float = 0.0
+
+
+@dataclass
+class Report:
+    """The whole evaluation."""
+
+    languages: dict[str, LanguageScores] = field(default_factory=dict)
+    confusions: list[tuple[str, str, int]] = field(default_factory=list)
+    overall_macro_f1: float = 0.0
+    overall_oos_recall: float = 0.0
+    overall_detection: float = 0.0
+    seconds: float = 0.0
+
+
+def load_heldout(lang: str) -> dict[str, Any]:
+    """A language's held-out file."""
+    data: dict[str, Any] = yaml.safe_load((HELDOUT / f"{lang}.yml").read_text(encoding="utf-8"))
+    return data
+
+
+def macro_f1(pairs: list[tuple[str, str]]) -> float:
+    """Macro-F1 over the true intents (nlu_fallback counts as a wrong prediction)."""
+    labels = sorted({truth for truth, _ in pairs})
+    scores = []
+    for label in labels:
+        tp = sum(1 for t, p in pairs if t == label and p == label)
+        fp = sum(1 for t, p in pairs if t != label and p == label)
+        fn = sum(1 for t, p in pairs if t == label and p != label)
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        scores.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    return sum(scores) / len(scores) if scores else 0.0
+
+
+def oos_recall(pairs: list[tuple[str, str]]) -> float:
+    """Out-of-scope messages that were not answered as a topic (out_of_scope or nlu_fallback)."""
+    oos = [p for t, p in pairs if t == "out_of_scope"]
+    return sum(p in NOT_ANSWERED for p in oos) / len(oos) if oos else 1.0
+
+
+def evaluate(parse: Callable[[str], str], detector: LanguageDetector) -> Report:
+    """Score every held-out example; ``parse`` returns the predicted intent name."""
+    started = time.monotonic()
+    report = Report()
+    all_pairs: list[tuple[str, str]] = []
+    confusions: Counter[tuple[str, str]] = Counter()
+    detected_ok = detected_total = 0
+    for lang in LANGUAGES:
+        data = load_heldout(lang)
+        pairs: list[tuple[str, str]] = []
+        scores = LanguageScores()
+        in_scope_total = in_scope_ok = 0
+        for intent, examples in data["intents"].items():
+            for example in examples:
+                text = str(example)
+                predicted = parse(text)
+                pairs.append((intent, predicted))
+                if predicted != intent:
+                    confusions[(intent, predicted)] += 1
+                detection = detector.detect(text)
+                if len(text.split()) >= 3:
+                    scores.detection_examples += 1
+                    scores.detection_accuracy += detection.language == lang
+                if intent in IN_SCOPE:
+                    # A client whose language is known (chosen or detected earlier) writes this message.
+                    in_scope_total += 1
+                    decision = decide_language(
+                        current=lang, source="detected", detection=detection, hint=None, default="de"
+                    )
+                    in_scope_ok += decision.language == lang
+        for reply in data.get("short_replies", []):
+            for current in LANGUAGES:
+                decision = decide_language(
+                    current=current, source="detected", detection=detector.detect(str(reply)),
+                    hint=None, default="de",
+                )  # fmt: skip
+                scores.short_reply_flips += decision.language != current and len(str(reply).split()) <= 2
+        scores.examples = len(pairs)
+        scores.accuracy = sum(t == p for t, p in pairs) / len(pairs)
+        scores.macro_f1 = macro_f1(pairs)
+        scores.oos_recall = oos_recall(pairs)
+        detected_ok += int(scores.detection_accuracy)
+        detected_total += scores.detection_examples
+        scores.detection_accuracy = (
+            scores.detection_accuracy / scores.detection_examples if scores.detection_examples else 0.0
+        )
+        scores.answer_language = in_scope_ok / in_scope_total if in_scope_total else 0.0
+        report.languages[lang] = scores
+        all_pairs.extend(pairs)
+    report.confusions = [(t, p, n) for (t, p), n in confusions.most_common(15)]
+    report.overall_macro_f1 = macro_f1(all_pairs)
+    report.overall_oos_recall = oos_recall(all_pairs)
+    report.overall_detection = detected_ok / detected_total if detected_total else 0.0
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def render_markdown(report: Report, *, fingerprint: str, training_seconds: str) -> str:
+    """The report as a Markdown table."""
+    lines = [
+        "# NLU and language evaluation",
+        "",
+        f"Model `lotse-{fingerprint}` (training took {training_seconds} s). Held-out examples are "
+        "written separately from the training data (`nlu_data/heldout/`) and never trained on. "
+        "Produced by `make eval`.",
+        "",
+        "| language | examples | intent accuracy | macro-F1 | out-of-scope recall | detection (≥3 words) "
+        "| answer in client's language | flips on short replies |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for lang, s in report.languages.items():
+        lines.append(
+            f"| {lang} | {s.examples} | {s.accuracy:.3f} | {s.macro_f1:.3f} | {s.oos_recall:.3f} "
+            f"| {s.detection_accuracy:.3f} | {s.answer_language:.3f} | {s.short_reply_flips} |"
+        )
+    lines += [
+        "",
+        f"Overall macro-F1 {report.overall_macro_f1:.3f}, out-of-scope recall "
+        f"{report.overall_oos_recall:.3f} (out_of_scope or nlu_fallback), language detection "
+        f"{report.overall_detection:.3f}.",
+        "",
+        "Most frequent confusions (true → predicted):",
+        "",
+        "| true | predicted | count |",
+        "| --- | --- | ---: |",
+    ]
+    lines += [f"| {t} | {p} | {n} |" for t, p, n in report.confusions]
+    lines += ["", "![macro-F1 per language](f1.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(report: Report, path: Path) -> None:
+    """A bar chart of macro-F1 and detection accuracy per language."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    langs = list(report.languages)
+    f1 = [report.languages[lang].macro_f1 for lang in langs]
+    det = [report.languages[lang].detection_accuracy for lang in langs]
+    fig, ax = plt.subplots(figsize=(8, 3.6), dpi=110)
+    xs = range(len(langs))
+    ax.bar([x - 0.2 for x in xs], f1, width=0.4, label="intent macro-F1")
+    ax.bar([x + 0.2 for x in xs], det, width=0.4, label="language detection")
+    ax.axhline(0.92, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_xticks(list(xs), langs)
+    ax.set_ylim(0.5, 1.0)
+    ax.set_title("Held-out evaluation per language")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> None:
+    """Start the engine with the current model, evaluate, write the report."""
+    from bot.training import engine_command, engine_env, fingerprint, train
+
+    model = train()
+    port = int(os.environ.get("EVAL_ENGINE_PORT", "5095"))
+    env = engine_env()
+    env["LOTSE_TRACKER_DB"] = str(ROOT / "var" / "eval-tracker.db")
+    (ROOT / "var").mkdir(exist_ok=True)
+    with (ROOT / "var" / "eval-engine.log").open("wb") as log:
+        process = subprocess.Popen(engine_command(model, port), env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"{url}/status", timeout=2).json().get("model_file"):
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise SystemExit("the engine did not start; see var/eval-engine.log")
+            time.sleep(0.5)
+        with httpx.Client(base_url=url, timeout=30) as http:
+
+            def parse(text: str) -> str:
+                return str(http.post("/model/parse", json={"text": text}).json()["intent"]["name"])
+
+            content = load_content(ROOT / "content")
+            report = evaluate(parse, LanguageDetector(content.lexicons["de"].embedded_terms))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    fp = fingerprint()
+    seconds_file = model.parent / f"{model.name}.seconds"
+    training_seconds = seconds_file.read_text().strip() if seconds_file.exists() else "?"
+    REPORT_DIR.mkdir(parents=True, exist_ok=True)
+    markdown = render_markdown(report, fingerprint=fp, training_seconds=training_seconds)
+    (REPORT_DIR / "report.md").write_text(markdown, encoding="utf-8")
+    (REPORT_DIR / "report.json").write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
+    plot(report, REPORT_DIR / "f1.png")
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
