@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         from bot.bootstrap import bootstrap
 
         services = bootstrap(settings)
-        uvicorn.run(create_app(services), host="0.0.0.0", port=settings.app_port, log_level="info")
+        uvicorn.run(create_app(services), host=settings.app_host, port=settings.app_port, log_level="info")
         return 0
     except (SettingsError, ContentError) as exc:
         print(f"lotse: {exc}", file=sys.stderr)

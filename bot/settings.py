@@ -24,6 +24,7 @@ class Settings:
     database_url: str
     engine_url: str
     app_port: int = 8000
+    app_host: str = "127.0.0.1"
     engine_port: int = 5005
     environment: str = "development"
     content_dir: Path = ROOT / "content"
@@ -131,6 +132,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         database_url=database_url,
         engine_url=engine_url,
         app_port=app_port,
+        app_host=env.get("LOTSE_HOST") or "127.0.0.1",
         engine_port=engine_port,
         environment=environment,
         content_dir=content_dir,
