@@ -45,6 +45,12 @@ def say(
 ) -> None:
     """Answer with a content key; the intent travels along for the app's records."""
     message: dict[str, Any] = {"key": key, "intent": _intent(tracker)}
+    age = next(
+        (e.get("value") for e in tracker.latest_message.get("entities") or [] if e.get("entity") == "age"),
+        None,
+    )
+    if age is not None:
+        message["age"] = age
     if buttons:
         message["buttons"] = buttons
     message.update(extra)
@@ -207,8 +213,11 @@ class BookingAction(Action):
         return []
 
 
+PRIVACY_OF_INTENT = {"show_my_data": "export", "delete_my_data": "delete", "withdraw_consent": "withdraw"}
+
+
 class PrivacyAction(Action):
-    """Data rights: until they are served from the chat, what is stored and whom to ask."""
+    """Data rights: the app exports, erases (after confirmation) or withdraws consents."""
 
     def name(self) -> str:
         """Action name in the domain."""
@@ -217,8 +226,13 @@ class PrivacyAction(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[EventType]:
-        """Explain the privacy notice."""
-        say(dispatcher, tracker, "privacy.info")
+        """Name the right the client asked for; the app carries it out with its own records."""
+        say(
+            dispatcher,
+            tracker,
+            "privacy.info",
+            privacy=PRIVACY_OF_INTENT.get(_intent(tracker) or "", "overview"),
+        )
         return []
 
 

@@ -6,10 +6,13 @@ from dataclasses import dataclass
 
 from actions.actions import build_actions
 from bot.actions_webhook import ActionWebhook
+from bot.consent import ConsentService
 from bot.content import Content, load_content
+from bot.data_rights import DataRightsDialogue
 from bot.engine import EngineClient
 from bot.language import LanguageDetector
 from bot.lexicon import LexiconMatcher
+from bot.privacy import TrackerEraser
 from bot.router import ConversationRouter
 from bot.settings import Settings
 from bot.storage.database import Database
@@ -27,6 +30,8 @@ class Services:
     engine: EngineClient
     translation: TranslationService
     texts: TextService
+    consent: ConsentService
+    rights: DataRightsDialogue
     router: ConversationRouter
     actions: ActionWebhook
 
@@ -56,6 +61,14 @@ def bootstrap(
     )
     texts = TextService(content, translation)
     lexicon = LexiconMatcher(content)
+    consent = ConsentService(content, privacy_url=f"{settings.public_url}/privacy")
+    rights = DataRightsDialogue(
+        database=database,
+        texts=texts,
+        consent=consent,
+        lexicon=lexicon,
+        trackers=TrackerEraser(settings.tracker_url),
+    )
     router = ConversationRouter(
         database=database,
         engine=engine,
@@ -65,6 +78,7 @@ def bootstrap(
             content.lexicons["de"].embedded_terms if "de" in content.lexicons else frozenset()
         ),
         lexicon=lexicon,
+        rights=rights,
         default_language=settings.default_language,
         max_chars=settings.max_message_chars,
     )
@@ -75,6 +89,8 @@ def bootstrap(
         engine=engine,
         translation=translation,
         texts=texts,
+        consent=consent,
+        rights=rights,
         router=router,
         actions=ActionWebhook(build_actions(content, lexicon)),
     )

@@ -104,6 +104,45 @@ class Lexicon:
     embedded_terms: frozenset[str] = frozenset()
 
 
+CONSENT_SCOPES = ("handoff", "booking", "reminders", "referral")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsentVersion:
+    """One version of a consent text."""
+
+    scope: str
+    version: int
+    date: date
+    material: bool
+
+    @property
+    def key(self) -> str:
+        """The text key of this version."""
+        return f"consent.{self.scope}.v{self.version}"
+
+    @property
+    def text_id(self) -> str:
+        """The identifier recorded with a consent."""
+        return f"{self.scope}-v{self.version}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsentPolicy:
+    """Consent versions per scope and the retention period."""
+
+    retention_days: int
+    versions: dict[str, tuple[ConsentVersion, ...]]
+
+    def current(self, scope: str) -> ConsentVersion:
+        """The version clients are asked with now."""
+        return self.versions[scope][-1]
+
+    def required(self, scope: str) -> int:
+        """The lowest version a consent must have to be valid (the newest material change)."""
+        return max(v.version for v in self.versions[scope] if v.material)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Content:
     """The validated content tree."""
@@ -112,6 +151,8 @@ class Content:
     answers: dict[str, AnswerMeta]
     lexicons: dict[str, Lexicon]
     glossary: dict[str, dict[str, str]]
+    consent: ConsentPolicy
+    organisations: dict[str, str]
     source_files: dict[str, Path] = field(default_factory=dict)
 
     def text(self, key: str, language: str) -> str | None:
@@ -298,6 +339,60 @@ def _load_glossary(directory: Path) -> dict[str, dict[str, str]]:
     return glossary
 
 
+def _load_consent(directory: Path, reference: dict[str, str]) -> ConsentPolicy:
+    path = directory / "consent.yml"
+    data = _load_yaml(path)
+    if not isinstance(data, dict) or not isinstance(data.get("scopes"), dict):
+        raise ContentError(f"{path}: must have retention_days and scopes")
+    days = data.get("retention_days")
+    if not isinstance(days, int) or not 1 <= days <= 3650:
+        raise ContentError(f"{path}: retention_days must be a whole number of days (1-3650)")
+    versions: dict[str, tuple[ConsentVersion, ...]] = {}
+    for scope in CONSENT_SCOPES:
+        raw = (data["scopes"].get(scope) or {}).get("versions")
+        if not isinstance(raw, list) or not raw:
+            raise ContentError(f"{path}: scope {scope!r} needs at least one version")
+        parsed = []
+        for entry in raw:
+            if not isinstance(entry, dict) or not isinstance(entry.get("version"), int):
+                raise ContentError(f"{path}: {scope}: each version needs a number")
+            if not isinstance(entry.get("date"), date):
+                raise ContentError(f"{path}: {scope} v{entry['version']}: date must be YYYY-MM-DD")
+            version = ConsentVersion(
+                scope=scope,
+                version=entry["version"],
+                date=entry["date"],
+                material=bool(entry.get("material")),
+            )
+            if version.key not in reference:
+                raise ContentError(
+                    f"{path}: {scope} v{version.version}: no text {version.key!r} in texts/de.yml"
+                )
+            parsed.append(version)
+        numbers = [v.version for v in parsed]
+        if numbers != sorted(set(numbers)) or not parsed[0].material:
+            raise ContentError(f"{path}: {scope}: versions must increase and the first must be material")
+        versions[scope] = tuple(parsed)
+    return ConsentPolicy(retention_days=days, versions=versions)
+
+
+def _load_organisations(directory: Path) -> dict[str, str]:
+    path = directory / "organisations.yml"
+    data = _load_yaml(path)
+    if not isinstance(data, dict) or not data:
+        raise ContentError(f"{path}: must map organisation ids to their details")
+    names: dict[str, str] = {}
+    for org_id, entry in data.items():
+        if not isinstance(org_id, str) or not re.fullmatch(r"[a-z][a-z0-9-]{1,31}", org_id):
+            raise ContentError(
+                f"{path}: organisation id {org_id!r} must be lower-case letters, digits, dashes"
+            )
+        if not isinstance(entry, dict) or not str(entry.get("name", "")).strip():
+            raise ContentError(f"{path}: {org_id}: name is missing")
+        names[org_id] = str(entry["name"]).strip()
+    return names
+
+
 def load_content(directory: Path) -> Content:
     """Load and validate the whole tree; raise ContentError naming the file and key."""
     if not directory.is_dir():
@@ -308,5 +403,7 @@ def load_content(directory: Path) -> Content:
         answers=_load_answers(directory, texts["de"]),
         lexicons=_load_lexicons(directory),
         glossary=_load_glossary(directory),
+        consent=_load_consent(directory, texts["de"]),
+        organisations=_load_organisations(directory),
         source_files=files,
     )

@@ -7,11 +7,12 @@ import asyncio
 import logging
 import re
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bot import LANGUAGES
 from bot.channels.base import Button, InboundMessage, OutboundMessage
 from bot.conversations import add_message, find_or_create
+from bot.data_rights import DataRightsDialogue, Outcome, Turn
 from bot.engine import EngineClient, EngineReply
 from bot.errors import EngineUnavailable
 from bot.language import LanguageDecision, LanguageDetector, decide_language
@@ -28,6 +29,9 @@ _CHOOSE_LANGUAGE = re.compile(
 _KEEP_LANGUAGE = "/keep_language"
 _INVISIBLE = re.compile(r"[\s\u200b-\u200f\u2060\ufeff\u00ad]+")
 MEDIA_KINDS = ("photo", "sticker", "voice", "document", "location", "edited")
+ENGINE_COMMANDS = {"/start": "/greet", "/help": "/ask_help", "/adviser": "/request_human"}
+"""Channel commands that are the same as an intent; the engine answers them."""
+PRIVACY_ACTIONS = ("overview", "export", "delete", "withdraw")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +54,7 @@ class ConversationRouter:
         texts: TextService,
         detector: LanguageDetector,
         lexicon: LexiconMatcher,
+        rights: DataRightsDialogue,
         default_language: str = "de",
         max_chars: int = 4000,
     ) -> None:
@@ -58,6 +63,7 @@ class ConversationRouter:
         self.texts = texts
         self.detector = detector
         self.lexicon = lexicon
+        self.rights = rights
         self.default_language = default_language
         self.max_chars = max_chars
         self._locks: OrderedDict[tuple[str, str], asyncio.Lock] = OrderedDict()
@@ -83,7 +89,7 @@ class ConversationRouter:
 
     async def _handle(self, inbound: InboundMessage) -> RouterReply:
         text = inbound.text if inbound.kind == "text" else ""
-        detection = self.detector.detect(text) if text else self.detector.detect("")
+        detection = self.detector.detect(text)
         async with self.database.unit_of_work() as session:
             client, conversation, _new = await find_or_create(
                 session, channel=inbound.channel, external_id=inbound.external_id
@@ -110,107 +116,137 @@ class ConversationRouter:
                 text=inbound.text[: self.max_chars * 2],
                 language=detection.language if detection.usable else None,
             )
+            pending = conversation.pending
             await session.commit()
-            conversation_id, client_id = conversation.id, client.id
+            turn = Turn(
+                client_id=client.id,
+                conversation_id=conversation.id,
+                channel=inbound.channel,
+                language=decision.language,
+                text=text,
+            )
 
-        replies = await self._answer(inbound, text, decision, chosen, conversation_id)
+        outcome = await self._answer(inbound, turn, decision, chosen, pending)
 
-        async with self.database.unit_of_work() as session:
-            conversation = await session.get_one(Conversation, conversation_id)
-            for reply in replies:
-                add_message(
-                    session,
-                    conversation=conversation,
-                    direction="out",
-                    author="bot",
-                    text=reply.text,
-                    language=reply.language,
-                    content_key=reply.content_key,
-                    machine_translated=reply.machine_translated,
-                    payload={"buttons": [b.payload for b in reply.buttons]} if reply.buttons else None,
-                )
-            await session.commit()
-        log.debug("answered %s message of client %s", inbound.channel, client_id)
-        return RouterReply(conversation_id=conversation_id, language=decision.language, messages=replies)
+        if not outcome.erased:
+            async with self.database.unit_of_work() as session:
+                stored = await session.get(Conversation, turn.conversation_id)
+                if stored is not None:
+                    for reply in outcome.replies:
+                        add_message(
+                            session,
+                            conversation=stored,
+                            direction="out",
+                            author="bot",
+                            text=reply.text,
+                            language=reply.language,
+                            content_key=reply.content_key,
+                            machine_translated=reply.machine_translated,
+                            payload={"buttons": [b.payload for b in reply.buttons]}
+                            if reply.buttons
+                            else None,
+                        )
+                    await session.commit()
+        return RouterReply(
+            conversation_id=turn.conversation_id, language=decision.language, messages=outcome.replies
+        )
 
     async def _answer(
         self,
         inbound: InboundMessage,
-        text: str,
+        turn: Turn,
         decision: LanguageDecision,
         chosen: str | None,
-        conversation_id: str,
-    ) -> list[OutboundMessage]:
+        pending: dict[str, object] | None,
+    ) -> Outcome:
         lang = decision.language
+        text = turn.text
+
+        async def say(key: str, **params: object) -> Outcome:
+            return Outcome(replies=[await self.texts.message(key, lang, params=params or None)])
+
         if inbound.kind in MEDIA_KINDS:
-            return [await self.texts.message(f"input.{inbound.kind}", lang)]
+            return await say(f"input.{inbound.kind}")
         if inbound.kind != "text":
-            return [await self.texts.message("input.unsupported", lang)]
-        if chosen:
-            return [
-                await self.texts.message(
-                    "language.set", lang, params={"language": self.texts.language_name(lang)}
-                )
-            ]
-        if text.strip() == _KEEP_LANGUAGE:
-            return [
-                await self.texts.message(
-                    "language.set", lang, params={"language": self.texts.language_name(lang)}
-                )
-            ]
+            return await say("input.unsupported")
+        if chosen or text.strip() == _KEEP_LANGUAGE:
+            return await say("language.set", language=self.texts.language_name(lang))
         if not _INVISIBLE.sub("", text):
-            replies = [await self.texts.message("input.empty", lang)]
-            return replies + await self._first_contact_extras(decision)
+            outcome = await say("input.empty")
+            outcome.replies += await self._first_contact_extras(decision)
+            return outcome
         if len(text) > self.max_chars:
-            return [await self.texts.message("input.too_long", lang, params={"limit": self.max_chars})]
+            return await say("input.too_long", limit=self.max_chars)
         if self.lexicon.is_emergency(text):
-            return [await self.texts.message("emergency", lang)]
+            return await say("emergency")
+        if pending:
+            resolved = await self.rights.resolve_pending(turn, dict(pending))
+            if resolved is not None:
+                return resolved
+        command = text.strip().split()[0].lower() if text.strip().startswith("/") else ""
+        if command == "/privacy":
+            return await self.rights.overview(turn)
+        if command == "/delete":
+            return await self.rights.ask_delete(turn)
+        if command == "/language":
+            picker = await self.texts.message("language.choose", lang)
+            return Outcome(replies=[_with_buttons(picker, self.texts.language_buttons())])
         try:
             engine_replies = await self.engine.send(
-                conversation_id, text, {"language": lang, "channel": inbound.channel}
+                turn.conversation_id,
+                ENGINE_COMMANDS.get(command, text),
+                {"language": lang, "channel": inbound.channel},
             )
         except EngineUnavailable as exc:
             log.warning("engine unavailable: %s", exc)
-            return [await self.texts.message("engine.unavailable", lang)]
-        rendered = [await self._render(reply, lang) for reply in engine_replies]
-        replies = [r for r in rendered if r is not None]
+            return await say("engine.unavailable")
+        replies: list[OutboundMessage] = []
+        for engine_reply in engine_replies:
+            custom = engine_reply.get("custom")
+            action = custom.get("privacy") if isinstance(custom, dict) else None
+            if action in PRIVACY_ACTIONS:
+                handler = {
+                    "overview": self.rights.overview,
+                    "export": self.rights.export,
+                    "delete": self.rights.ask_delete,
+                    "withdraw": self.rights.withdraw,
+                }[str(action)]
+                outcome = await handler(turn)
+                replies += outcome.replies
+                continue
+            rendered = await self._render(engine_reply, lang)
+            if rendered is not None:
+                replies.append(rendered)
+            if isinstance(custom, dict) and custom.get("age") is not None:
+                note = await self.rights.note_age(turn, custom["age"])
+                if note is not None:
+                    replies.append(note)
         if not replies:
             replies = [await self.texts.message("fallback.rephrase", lang)]
         if decision.ask_switch_to:
-            other = decision.ask_switch_to
-            ask = await self.texts.message(
-                "language.ask_switch", other, params={"language": self.texts.language_name(other)}
-            )
-            yes, _ = await self.texts.text("button.yes", other)
-            no, _ = await self.texts.text("button.no", other)
-            replies.append(
-                OutboundMessage(
-                    text=ask.text,
-                    language=other,
-                    machine_translated=ask.machine_translated,
-                    content_key=ask.content_key,
-                    buttons=(
-                        Button(title=yes, payload=f'/choose_language{{"language":"{other}"}}'),
-                        Button(title=no, payload=_KEEP_LANGUAGE),
-                    ),
-                )
-            )
-        return replies + await self._first_contact_extras(decision)
+            replies.append(await self._ask_switch(decision.ask_switch_to))
+        return Outcome(replies=replies + await self._first_contact_extras(decision))
+
+    async def _ask_switch(self, other: str) -> OutboundMessage:
+        ask = await self.texts.message(
+            "language.ask_switch", other, params={"language": self.texts.language_name(other)}
+        )
+        yes, _ = await self.texts.text("button.yes", other)
+        no, _ = await self.texts.text("button.no", other)
+        return _with_buttons(
+            ask,
+            (
+                Button(title=yes, payload=f'/choose_language{{"language":"{other}"}}'),
+                Button(title=no, payload=_KEEP_LANGUAGE),
+            ),
+        )
 
     async def _first_contact_extras(self, decision: LanguageDecision) -> list[OutboundMessage]:
         """On first contact without a confident language: the picker, which never blocks."""
         if not decision.first_contact or decision.source == "detected":
             return []
         picker = await self.texts.message("language.choose", decision.language)
-        return [
-            OutboundMessage(
-                text=picker.text,
-                language=picker.language,
-                machine_translated=picker.machine_translated,
-                content_key=picker.content_key,
-                buttons=self.texts.language_buttons(),
-            )
-        ]
+        return [_with_buttons(picker, self.texts.language_buttons())]
 
     async def _render(self, reply: EngineReply, lang: str) -> OutboundMessage | None:
         custom = reply.get("custom")
@@ -230,19 +266,17 @@ class ConversationRouter:
         params = custom.get("params") if isinstance(custom.get("params"), dict) else None
         message = await self.texts.message(key, lang, params=params, buttons=buttons)
         if custom.get("language_buttons"):
-            message = OutboundMessage(
-                text=message.text,
-                language=message.language,
-                machine_translated=message.machine_translated,
-                content_key=message.content_key,
-                buttons=self.texts.language_buttons(),
-            )
+            message = _with_buttons(message, self.texts.language_buttons())
         return message
 
     async def apology(self, language_hint: str | None, *, storage: bool = False) -> OutboundMessage:
         """The reply when something failed before an answer existed."""
         lang = language_hint if language_hint in LANGUAGES else self.default_language
         return await self.texts.message("storage.unavailable" if storage else "error.generic", lang)
+
+
+def _with_buttons(message: OutboundMessage, buttons: tuple[Button, ...]) -> OutboundMessage:
+    return replace(message, buttons=buttons)
 
 
 def _chosen_language(text: str) -> str | None:

@@ -38,6 +38,9 @@ class Settings:
     max_message_chars: int = 4000
     default_language: str = "de"
     partner_origins: tuple[str, ...] = field(default_factory=tuple)
+    public_url: str = "http://localhost:8000"
+    scheduler: bool = True
+    tracker_url: str | None = None
 
     @property
     def telegram_enabled(self) -> bool:
@@ -69,6 +72,17 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise SettingsError(f"{name} must be positive, got {value}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "on", "true", "yes"):
+        return True
+    if raw in ("0", "off", "false", "no"):
+        return False
+    raise SettingsError(f"{name} must be on or off, got {raw!r}")
 
 
 def _url(name: str, value: str, schemes: tuple[str, ...]) -> str:
@@ -128,6 +142,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     for origin in origins:
         _url("LOTSE_PARTNER_ORIGINS", origin, ("http", "https"))
     content_dir = Path(env.get("LOTSE_CONTENT_DIR") or ROOT / "content")
+    public_url = _url(
+        "LOTSE_PUBLIC_URL", env.get("LOTSE_PUBLIC_URL") or f"http://localhost:{app_port}", ("http", "https")
+    ).rstrip("/")
+    tracker_url = env.get("LOTSE_TRACKER_URL") or f"sqlite:///{ROOT / 'var' / 'engine-tracker.db'}"
     return Settings(
         database_url=database_url,
         engine_url=engine_url,
@@ -146,4 +164,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_message_chars=_int(env, "LOTSE_MAX_MESSAGE_CHARS", 4000, low=100, high=100_000),
         default_language=default_language,
         partner_origins=origins,
+        public_url=public_url,
+        tracker_url=tracker_url,
+        scheduler=_flag(env, "LOTSE_SCHEDULER", True),
     )

@@ -30,6 +30,8 @@ def make_settings(tmp: Path, **env: str) -> Settings:
         "LOTSE_ENGINE_URL": f"http://127.0.0.1:{free_port()}",
         "LOTSE_ENV": "test",
         "LOTSE_ENGINE_TIMEOUT": "10",
+        "LOTSE_SCHEDULER": "off",
+        "LOTSE_TRACKER_URL": f"sqlite:///{tmp / 'tracker.db'}",
     }
     base.update(env)
     settings = load_settings(base)

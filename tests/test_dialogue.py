@@ -17,10 +17,15 @@ def test_the_main_flows_pass_rasa_test_stories(tmp_path: Path) -> None:
     model = train()
     result = subprocess.run(
         [
-            str(ENGINE_BIN), "test", "core",
-            "--model", str(model),
-            "--stories", str(ROOT / "nlu_data" / "tests"),
-            "--out", str(tmp_path),
+            str(ENGINE_BIN),
+            "test",
+            "core",
+            "--model",
+            str(model),
+            "--stories",
+            str(ROOT / "nlu_data" / "tests"),
+            "--out",
+            str(tmp_path),
             "--fail-on-prediction-errors",
         ],  # fmt: skip
         cwd=tmp_path,

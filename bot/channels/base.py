@@ -30,6 +30,15 @@ class Button:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Attachment:
+    """A file sent with a reply (the client's data export, an appointment's .ics)."""
+
+    filename: str
+    mime_type: str
+    content: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class OutboundMessage:
     """One reply, already in the client's language."""
 
@@ -39,6 +48,7 @@ class OutboundMessage:
     machine_translated: bool = False
     content_key: str | None = None
     custom: dict[str, Any] | None = None
+    attachment: Attachment | None = None
 
     @property
     def rtl(self) -> bool:
@@ -58,6 +68,12 @@ class OutboundMessage:
         if self.content_key:
             meta["key"] = self.content_key
         item["custom"] = {**(self.custom or {}), "lotse": meta}
+        if self.attachment:
+            item["custom"]["attachment"] = {
+                "filename": self.attachment.filename,
+                "mime_type": self.attachment.mime_type,
+                "content": self.attachment.content,
+            }
         return item
 
 

@@ -34,6 +34,7 @@ class Client(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     language: Mapped[str | None] = mapped_column(String(2))
     language_source: Mapped[str] = mapped_column(String(16), default="none")
+    under_16: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -69,6 +70,8 @@ class Conversation(Base):
     client_id: Mapped[str] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
     channel: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16), default="bot")
+    pending: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """A question the app asked and awaits a yes/no for (consent, deletion), or None."""
     failed_turns: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -119,4 +122,50 @@ class Translation(Base):
     source_text: Mapped[str] = mapped_column(Text)
     translated_text: Mapped[str] = mapped_column(Text)
     client_id: Mapped[str | None] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConsentText(Base):
+    """The exact consent text a client was shown, kept once per hash so every record stays provable."""
+
+    __tablename__ = "consent_texts"
+
+    text_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    text_id: Mapped[str] = mapped_column(String(64))  # e.g. "handoff-v1"
+    language: Mapped[str] = mapped_column(String(2))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConsentEvent(Base):
+    """One consent given, declined or withdrawn; rows are only ever added, never changed."""
+
+    __tablename__ = "consent_events"
+    __table_args__ = (Index("ix_consent_client_scope", "client_id", "scope", "organisation"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"))
+    scope: Mapped[str] = mapped_column(String(16))  # handoff | booking | reminders | referral
+    organisation: Mapped[str] = mapped_column(String(32), default="")
+    target_organisation: Mapped[str] = mapped_column(String(32), default="")
+    action: Mapped[str] = mapped_column(String(12))  # granted | declined | withdrawn
+    version: Mapped[int] = mapped_column(Integer)
+    text_id: Mapped[str] = mapped_column(String(64))
+    text_hash: Mapped[str] = mapped_column(String(64))
+    language: Mapped[str] = mapped_column(String(2))
+    channel: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditEntry(Base):
+    """Who accessed or changed which conversation, without message contents."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    actor: Mapped[str] = mapped_column(String(64))  # "client", "system:retention", "adviser:<id>"
+    action: Mapped[str] = mapped_column(String(32))
+    conversation_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    client_ref: Mapped[str | None] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,162 @@
+"""The client's data rights and retention: export, erasure everywhere, scheduled purge, audit log."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, create_engine, delete, select, text
+from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.storage.models import (
+    AuditEntry,
+    ChannelIdentity,
+    Client,
+    ConsentEvent,
+    Conversation,
+    Message,
+    Translation,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+
+def audit(
+    session: AsyncSession, *, actor: str, action: str, conversation_id: str | None = None, detail: str = ""
+) -> None:
+    """Record who did what with which conversation; never message contents."""
+    session.add(AuditEntry(actor=actor, action=action, conversation_id=conversation_id, detail=detail[:200]))
+
+
+async def export(session: AsyncSession, client_id: str) -> dict[str, Any]:
+    """Everything stored about a client, as JSON-ready data."""
+    client = await session.get_one(Client, client_id)
+    identities = await session.scalars(select(ChannelIdentity).where(ChannelIdentity.client_id == client_id))
+    conversations = list(
+        await session.scalars(
+            select(Conversation).where(Conversation.client_id == client_id).order_by(Conversation.created_at)
+        )
+    )
+    consents = await session.scalars(
+        select(ConsentEvent).where(ConsentEvent.client_id == client_id).order_by(ConsentEvent.id)
+    )
+    result: dict[str, Any] = {
+        "exported_at": utcnow().isoformat(),
+        "client": {
+            "language": client.language,
+            "language_source": client.language_source,
+            "created_at": client.created_at.isoformat(),
+        },
+        "channels": [{"channel": i.channel, "id": i.external_id} for i in identities],
+        "conversations": [],
+        "consents": [
+            {
+                "scope": c.scope,
+                "organisation": c.organisation,
+                "target_organisation": c.target_organisation,
+                "action": c.action,
+                "text": c.text_id,
+                "text_sha256": c.text_hash,
+                "language": c.language,
+                "channel": c.channel,
+                "at": c.created_at.isoformat(),
+            }
+            for c in consents
+        ],
+    }
+    for conversation in conversations:
+        messages = await session.scalars(
+            select(Message).where(Message.conversation_id == conversation.id).order_by(Message.id)
+        )
+        result["conversations"].append(
+            {
+                "channel": conversation.channel,
+                "status": conversation.status,
+                "started_at": conversation.created_at.isoformat(),
+                "messages": [
+                    {
+                        "at": m.created_at.isoformat(),
+                        "from": m.author,
+                        "kind": m.kind,
+                        "text": m.text,
+                        "language": m.language,
+                        "machine_translated": m.machine_translated,
+                    }
+                    for m in messages
+                ],
+            }
+        )
+    return result
+
+
+async def erase(session: AsyncSession, client_id: str) -> list[str]:
+    """Delete a client and everything that refers to them; return their conversation ids."""
+    conversation_ids = list(
+        await session.scalars(select(Conversation.id).where(Conversation.client_id == client_id))
+    )
+    if conversation_ids:
+        await session.execute(delete(Message).where(Message.conversation_id.in_(conversation_ids)))
+    await session.execute(delete(Conversation).where(Conversation.client_id == client_id))
+    await session.execute(delete(ConsentEvent).where(ConsentEvent.client_id == client_id))
+    await session.execute(delete(Translation).where(Translation.client_id == client_id))
+    await session.execute(delete(ChannelIdentity).where(ChannelIdentity.client_id == client_id))
+    await session.execute(delete(Client).where(Client.id == client_id))
+    return conversation_ids
+
+
+class TrackerEraser:
+    """Removes conversations from the engine's SQL tracker store (Rasa has no delete endpoint)."""
+
+    def __init__(self, tracker_url: str | None) -> None:
+        self.tracker_url = tracker_url
+
+    def erase(self, sender_ids: list[str]) -> int:
+        """Delete every tracker event of these senders; return how many rows went."""
+        if not self.tracker_url or not sender_ids:
+            return 0
+        engine = create_engine(self.tracker_url)
+        try:
+            with engine.begin() as connection:
+                statement = text("DELETE FROM events WHERE sender_id IN :ids").bindparams(
+                    bindparam("ids", expanding=True)
+                )
+                result = connection.execute(statement, {"ids": sender_ids})
+                return int(result.rowcount or 0)
+        except (OperationalError, ProgrammingError) as exc:
+            if "no such table" in str(exc) or "does not exist" in str(exc):
+                return 0  # the engine has not stored anything yet
+            raise
+        finally:
+            engine.dispose()
+
+
+async def expired_clients(session: AsyncSession, *, days: int, now: datetime | None = None) -> list[str]:
+    """Clients whose last activity is older than ``days`` and who have no active consent."""
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
+    rows = await session.execute(select(Conversation.client_id, Conversation.updated_at))
+    last: dict[str, datetime] = {}
+    for client_id, updated in rows:
+        stamp = updated if updated.tzinfo else updated.replace(tzinfo=UTC)
+        last[client_id] = max(stamp, last.get(client_id, stamp))
+    candidates = [client_id for client_id, stamp in last.items() if stamp < cutoff]
+    if not candidates:
+        return []
+    granted = await session.execute(
+        select(
+            ConsentEvent.client_id,
+            ConsentEvent.scope,
+            ConsentEvent.organisation,
+            ConsentEvent.target_organisation,
+            ConsentEvent.action,
+        )
+        .where(ConsentEvent.client_id.in_(candidates))
+        .order_by(ConsentEvent.id)
+    )
+    state: dict[tuple[str, str, str, str], str] = {}
+    for client_id, scope, organisation, target, action in granted:
+        state[(client_id, scope, organisation, target)] = action
+    with_consent = {key[0] for key, action in state.items() if action == "granted"}
+    return [client_id for client_id in candidates if client_id not in with_consent]
