@@ -4,24 +4,33 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import urlparse
 
+import socketio
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot import LANGUAGES, RTL_LANGUAGES
 from bot.bootstrap import Services
 from bot.channels.rest import RestChannel
+from bot.channels.widget import WidgetChannel
 from bot.scheduler import build_scheduler, schedule_retention
+from bot.settings import Settings
 from bot.training import fingerprint
 
 log = logging.getLogger(__name__)
 
 
-def create_app(services: Services) -> Starlette:
+def create_app(services: Services) -> ASGIApp:
     """Wire the entry points to already-built services."""
 
     async def health(_request: Request) -> JSONResponse:
@@ -49,7 +58,11 @@ def create_app(services: Services) -> Starlette:
             scheduler = build_scheduler(services.settings)
             schedule_retention(scheduler, services.settings, days=services.content.consent.retention_days)
             scheduler.start()
+        if services.telegram is not None:
+            await services.telegram.start()
         yield
+        if services.telegram is not None:
+            await services.telegram.stop()
         if scheduler is not None:
             scheduler.shutdown(wait=False)
         await services.close()
@@ -77,13 +90,114 @@ def create_app(services: Services) -> Starlette:
         )
         return HTMLResponse(page)
 
+    widget = WidgetChannel(services.router, services.database, allowed_origins=_origins(services.settings))
+    labels = _widget_labels(services)
+
+    async def widget_texts(_request: Request) -> JSONResponse:
+        return JSONResponse(labels, headers={"Cache-Control": "public, max-age=300"})
+
+    async def demo(_request: Request) -> FileResponse:
+        return FileResponse(STATIC / "demo.html", media_type="text/html; charset=utf-8")
+
+    async def telegram_webhook(request: Request) -> Response:
+        if services.telegram is None or services.telegram.polling:
+            return JSONResponse({"error": "the Telegram webhook is not configured"}, status_code=404)
+        return await services.telegram.webhook(request)
+
     rest = RestChannel(services.router, max_chars=services.settings.max_message_chars)
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/privacy", privacy_notice, methods=["GET"]),
         Route("/webhooks/rest/webhook", rest.handle, methods=["POST"]),
         Route("/webhook", services.actions.handle, methods=["POST"]),
+        Route("/telegram/webhook", telegram_webhook, methods=["POST"]),
+        Route("/", demo, methods=["GET"]),
+        Route("/widget.js", _static("widget.js", "text/javascript; charset=utf-8"), methods=["GET"]),
+        Route("/widget.css", _static("widget.css", "text/css; charset=utf-8"), methods=["GET"]),
+        Route("/widget/texts", widget_texts, methods=["GET"]),
+        Route("/widget/history/{session_id}", widget.history, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    partners = list(services.settings.partner_origins)
+    middleware = [
+        Middleware(GZipMiddleware, minimum_size=500),
+        Middleware(CORSMiddleware, allow_origins=partners, allow_methods=["GET"], allow_headers=[]),
+        Middleware(SecurityHeaders, frame_ancestors=" ".join(["'self'", *partners])),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.services = services
-    return app
+    combined: ASGIApp = socketio.ASGIApp(widget.server, other_asgi_app=app, socketio_path="socket.io")
+    return combined
+
+
+STATIC = Path(__file__).resolve().parent / "static"
+WIDGET_LABELS = {
+    "title": "widget.title",
+    "placeholder": "widget.placeholder",
+    "send": "widget.send",
+    "open": "widget.open",
+    "close": "widget.close",
+    "language": "widget.language",
+    "typing": "widget.typing",
+    "reconnecting": "widget.reconnecting",
+    "machine": "translation.machine",
+    "download": "widget.download",
+}
+
+
+def _static(name: str, media_type: str) -> Callable[[Request], Awaitable[Response]]:
+    body = (STATIC / name).read_bytes()
+
+    async def serve(_request: Request) -> Response:
+        return Response(body, media_type=media_type, headers={"Cache-Control": "public, max-age=3600"})
+
+    return serve
+
+
+def _widget_labels(services: Services) -> dict[str, dict[str, str]]:
+    content = services.content
+    return {
+        lang: {
+            field: content.text(key, lang) or content.reference(key) for field, key in WIDGET_LABELS.items()
+        }
+        for lang in LANGUAGES
+    }
+
+
+def _origins(settings: Settings) -> list[str]:
+    """Who may open the widget's socket: the app itself and the configured partner sites."""
+    own = urlparse(settings.public_url)
+    origins = {f"{own.scheme}://{own.netloc}", *settings.partner_origins}
+    if settings.environment != "production":
+        origins |= {f"http://localhost:{settings.app_port}", f"http://127.0.0.1:{settings.app_port}"}
+    return sorted(origins)
+
+
+class SecurityHeaders:
+    """CSP (embedding only by the partners), nosniff and a strict referrer policy on every response."""
+
+    def __init__(self, app: ASGIApp, *, frame_ancestors: str) -> None:
+        self.app = app
+        self.csp = (
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+            "connect-src 'self' ws: wss:; img-src 'self' data: blob:; object-src 'none'; "
+            f"base-uri 'none'; frame-ancestors {frame_ancestors}"
+        ).encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Add the headers to HTTP responses."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [
+                    (b"content-security-policy", self.csp),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"strict-origin-when-cross-origin"),
+                ]
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

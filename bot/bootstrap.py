@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from actions.actions import build_actions
 from bot.actions_webhook import ActionWebhook
+from bot.channels.telegram import TelegramChannel
 from bot.consent import ConsentService
 from bot.content import Content, load_content
 from bot.data_rights import DataRightsDialogue
@@ -34,6 +35,7 @@ class Services:
     rights: DataRightsDialogue
     router: ConversationRouter
     actions: ActionWebhook
+    telegram: TelegramChannel | None = None
 
     async def close(self) -> None:
         """Release connections and threads."""
@@ -82,7 +84,20 @@ def bootstrap(
         default_language=settings.default_language,
         max_chars=settings.max_message_chars,
     )
+    telegram = (
+        TelegramChannel(
+            router,
+            texts,
+            database,
+            token=settings.telegram_token,
+            webhook_secret=settings.telegram_webhook_secret,
+            api_url=settings.telegram_api_url,
+        )
+        if settings.telegram_token
+        else None
+    )
     return Services(
+        telegram=telegram,
         settings=settings,
         content=content,
         database=database,

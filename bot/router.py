@@ -199,7 +199,9 @@ class ConversationRouter:
             )
         except EngineUnavailable as exc:
             log.warning("engine unavailable: %s", exc)
-            return await say("engine.unavailable")
+            outcome = await say("engine.unavailable")
+            outcome.replies += await self._first_contact_extras(decision)
+            return outcome
         replies: list[OutboundMessage] = []
         for engine_reply in engine_replies:
             custom = engine_reply.get("custom")

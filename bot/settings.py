@@ -30,6 +30,7 @@ class Settings:
     content_dir: Path = ROOT / "content"
     telegram_token: str | None = None
     telegram_webhook_secret: str | None = None
+    telegram_api_url: str | None = None
     translator: str = "none"
     translator_url: str | None = None
     translator_key: str | None = None
@@ -156,6 +157,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         content_dir=content_dir,
         telegram_token=token,
         telegram_webhook_secret=secret,
+        telegram_api_url=_url("LOTSE_TELEGRAM_API_URL", env["LOTSE_TELEGRAM_API_URL"], ("http", "https"))
+        if env.get("LOTSE_TELEGRAM_API_URL")
+        else None,
         translator=translator,
         translator_url=translator_url,
         translator_key=translator_key,

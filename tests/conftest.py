@@ -49,7 +49,9 @@ def live(tmp_path_factory: pytest.TempPathFactory, detector: LanguageDetector) -
         tracker_db=tmp / "tracker.db",
         log_path=tmp / "engine.log",
     )
-    settings = make_settings(tmp, LOTSE_ENGINE_URL=engine.url)
+    settings = make_settings(
+        tmp, LOTSE_ENGINE_URL=engine.url, LOTSE_PUBLIC_URL=f"http://127.0.0.1:{app_port}"
+    )
     services = bootstrap(settings, detector=detector)
     server = ServerThread(create_app(services), port=app_port).start()
     try:
@@ -103,9 +105,10 @@ async def database(live: LiveStack) -> AsyncIterator[Database]:
 @pytest.fixture
 def offline_app(tmp_path: Path, detector: LanguageDetector) -> Iterator[tuple[Services, httpx.Client]]:
     """The app with no engine behind it (nothing listens on its engine port)."""
-    settings = make_settings(tmp_path)
+    port = free_port()
+    settings = make_settings(tmp_path, LOTSE_PUBLIC_URL=f"http://127.0.0.1:{port}")
     services = bootstrap(settings, detector=detector)
-    server = ServerThread(create_app(services)).start()
+    server = ServerThread(create_app(services), port=port).start()
     try:
         with httpx.Client(base_url=server.url, timeout=30) as client:
             yield services, client
