@@ -112,6 +112,7 @@ def create_app(services: Services) -> ASGIApp:
         Route("/webhook", services.actions.handle, methods=["POST"]),
         Route("/telegram/webhook", telegram_webhook, methods=["POST"]),
         Route("/", demo, methods=["GET"]),
+        Route("/favicon.ico", lambda _request: Response(status_code=204), methods=["GET"]),
         Route("/widget.js", _static("widget.js", "text/javascript; charset=utf-8"), methods=["GET"]),
         Route("/widget.css", _static("widget.css", "text/css; charset=utf-8"), methods=["GET"]),
         Route("/widget/texts", widget_texts, methods=["GET"]),

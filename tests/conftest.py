@@ -19,8 +19,11 @@ from tests.auxil.servers import EngineProcess, ServerThread, free_port
 
 @pytest.fixture(scope="session")
 def detector() -> LanguageDetector:
-    """lingua is built once per test run (~1.6 s)."""
-    return LanguageDetector()
+    """lingua is built once per test run (~1.6 s), as the app builds it."""
+    from bot.content import load_content
+    from bot.settings import ROOT
+
+    return LanguageDetector(load_content(ROOT / "content").lexicons["de"].embedded_terms)
 
 
 def make_settings(tmp: Path, **env: str) -> Settings:

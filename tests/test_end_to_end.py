@@ -87,9 +87,10 @@ def test_aspect_buttons_continue_the_dialogue(live: LiveStack) -> None:
 def test_two_misunderstandings_offer_a_person(live: LiveStack) -> None:
     sender = uuid.uuid4().hex
     live.rest("Hallo", sender=sender)
-    first = live.rest("qwrtz plkmn bvcxy", sender=sender)
-    second = live.rest("zzkx vvbnq wqpl", sender=sender)
-    assert _lotse(first[-1])["key"] == "fallback.rephrase" or _lotse(first[0])["key"] == "fallback.rephrase"
+    # The intent is given directly: which texts the NLU fails on is measured by `make eval`.
+    first = live.rest("/nlu_fallback", sender=sender)
+    second = live.rest("/nlu_fallback", sender=sender)
+    assert _lotse(first[0])["key"] == "fallback.rephrase"
     assert _lotse(second[0])["key"] == "fallback.offer_human"
     accepted = live.rest("/affirm", sender=sender)
     assert _lotse(accepted[0])["key"] == "handoff.contacts"

@@ -17,7 +17,7 @@
   // Labels of the widget's own frame, authored in content/ and served by the app per language.
   var FIELDS = ["title", "placeholder", "send", "open", "close", "language", "typing", "reconnecting", "machine", "download"];
   var UI = {};
-  function t(i) { var labels = UI[lang] || UI.de || {}; return labels[FIELDS[i]] || ""; }
+  function label(i) { var labels = UI[lang] || UI.de || {}; return labels[FIELDS[i]] || ""; }
 
   function store(key, value) {
     try { if (value === undefined) return localStorage.getItem("lotse." + key); localStorage.setItem("lotse." + key, value); }
@@ -48,7 +48,15 @@
   document.head.appendChild(css);
   var root = el("div", { class: "lotse-root" });
   var launcher = el("button", { class: "lotse-launcher", type: "button", "aria-expanded": "false" });
-  var launcherIcon = el("span", { "aria-hidden": "true", class: "lotse-icon" }, "💬");
+  // A speech-bubble icon as SVG: emoji fonts are missing on many systems.
+  var launcherIcon = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  launcherIcon.setAttribute("viewBox", "0 0 24 24");
+  launcherIcon.setAttribute("aria-hidden", "true");
+  launcherIcon.setAttribute("class", "lotse-icon");
+  var bubblePath = document.createElementNS("http://www.w3.org/2000/svg", "path");
+  bubblePath.setAttribute("d", "M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z");
+  bubblePath.setAttribute("fill", "currentColor");
+  launcherIcon.appendChild(bubblePath);
   var badge = el("span", { class: "lotse-badge", hidden: "" });
   launcher.appendChild(launcherIcon);
   launcher.appendChild(badge);
@@ -71,13 +79,13 @@
   document.body.appendChild(root);
 
   function applyLanguage() {
-    title.textContent = t(0);
-    input.setAttribute("placeholder", t(1));
-    input.setAttribute("aria-label", t(1));
-    send.textContent = t(2);
-    launcher.setAttribute("aria-label", open ? t(4) : t(3));
-    close.setAttribute("aria-label", t(4));
-    picker.setAttribute("aria-label", t(5));
+    title.textContent = label(0);
+    input.setAttribute("placeholder", label(1));
+    input.setAttribute("aria-label", label(1));
+    send.textContent = label(2);
+    launcher.setAttribute("aria-label", open ? label(4) : label(3));
+    close.setAttribute("aria-label", label(4));
+    picker.setAttribute("aria-label", label(5));
     picker.value = lang;
     panel.setAttribute("dir", RTL[lang] ? "rtl" : "ltr");
     panel.setAttribute("lang", lang);
@@ -108,10 +116,10 @@
     var bubble = el("div", { class: "lotse-bubble" });
     linkify(bubble, text || "");
     row.appendChild(bubble);
-    if (meta.machine_translated) row.appendChild(el("small", { class: "lotse-mt" }, t(8)));
+    if (meta.machine_translated) row.appendChild(el("small", { class: "lotse-mt" }, label(8)));
     if (meta.attachment) {
       var blob = new Blob([meta.attachment.content], { type: meta.attachment.mime_type });
-      var link = el("a", { class: "lotse-file", href: URL.createObjectURL(blob), download: meta.attachment.filename }, t(9) + " (" + meta.attachment.filename + ")");
+      var link = el("a", { class: "lotse-file", href: URL.createObjectURL(blob), download: meta.attachment.filename }, label(9) + " (" + meta.attachment.filename + ")");
       row.appendChild(link);
     }
     if (buttons && buttons.length) {
@@ -135,8 +143,8 @@
     clearTimeout(typingTimer);
     var existing = log.querySelector(".lotse-typing");
     if (on && !existing) {
-      var t = el("div", { class: "lotse-typing", "aria-hidden": "true" }, t(6));
-      log.appendChild(t);
+      var typing = el("div", { class: "lotse-typing", "aria-hidden": "true" }, label(6));
+      log.appendChild(typing);
       log.scrollTop = log.scrollHeight;
       typingTimer = setTimeout(function () { setTyping(false); }, 30000);
     } else if (!on && existing) existing.remove();
@@ -165,7 +173,7 @@
     };
     socket.onclose = function () {
       connected = false; confirmed = false;
-      status.textContent = t(7); status.hidden = false;
+      status.textContent = label(7); status.hidden = false;
       retry = Math.min(retry + 1, 6);
       setTimeout(connect, 500 * Math.pow(2, retry - 1));
     };
