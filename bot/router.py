@@ -14,7 +14,7 @@ from bot.channels.base import Button, InboundMessage, OutboundMessage
 from bot.conversations import add_message, find_or_create
 from bot.data_rights import DataRightsDialogue, Outcome, Turn
 from bot.engine import EngineClient, EngineReply
-from bot.errors import EngineUnavailable
+from bot.errors import EngineUnavailable, StorageUnavailable
 from bot.language import LanguageDecision, LanguageDetector, decide_language
 from bot.lexicon import LexiconMatcher
 from bot.storage.database import Database
@@ -270,6 +270,17 @@ class ConversationRouter:
         if custom.get("language_buttons"):
             message = _with_buttons(message, self.texts.language_buttons())
         return message
+
+    async def replies_or_apology(self, inbound: InboundMessage) -> list[OutboundMessage]:
+        """The replies, or a localized apology when storage or anything else failed (logged first)."""
+        try:
+            return (await self.handle(inbound)).messages
+        except StorageUnavailable:
+            log.exception("storage unavailable while answering a %s message", inbound.channel)
+            return [await self.apology(inbound.language_hint, storage=True)]
+        except Exception:
+            log.exception("unexpected error while answering a %s message", inbound.channel)
+            return [await self.apology(inbound.language_hint)]
 
     async def apology(self, language_hint: str | None, *, storage: bool = False) -> OutboundMessage:
         """The reply when something failed before an answer existed."""

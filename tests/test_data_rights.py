@@ -16,7 +16,7 @@ from bot import LANGUAGES
 from bot.bootstrap import Services, bootstrap
 from bot.channels.base import InboundMessage
 from bot.consent import ConsentRequest
-from bot.content import ConsentPolicy, ConsentVersion
+from bot.content import ConsentPolicy, ConsentVersion, Content
 from bot.data_rights import Turn
 from bot.jobs import purge_expired
 from bot.language import LanguageDetector
@@ -99,31 +99,19 @@ async def test_a_material_new_version_asks_again(services: Services) -> None:
     await services.rights.ask_consent(turn, request)
     await services.router.handle(InboundMessage(channel="rest", external_id="v", text="/consent_yes"))
     assert await _may(services, turn.client_id, request)
-    policy = services.content.consent
-    wording_only = ConsentPolicy(
-        retention_days=policy.retention_days,
-        versions={
-            **policy.versions,
-            "handoff": (
-                *policy.versions["handoff"],
-                ConsentVersion(scope="handoff", version=2, date=date(2027, 1, 1), material=False),
-            ),
-        },
-    )
-    services.consent.content = dataclasses.replace(services.content, consent=wording_only)
+    services.consent.content = _with_handoff_v2(services, material=False)
     assert await _may(services, turn.client_id, request), "a wording change keeps the consent"
-    material = ConsentPolicy(
-        retention_days=policy.retention_days,
-        versions={
-            **policy.versions,
-            "handoff": (
-                *policy.versions["handoff"],
-                ConsentVersion(scope="handoff", version=2, date=date(2027, 1, 1), material=True),
-            ),
-        },
-    )
-    services.consent.content = dataclasses.replace(services.content, consent=material)
+    services.consent.content = _with_handoff_v2(services, material=True)
     assert not await _may(services, turn.client_id, request), "a material change needs a new consent"
+
+
+def _with_handoff_v2(services: Services, *, material: bool) -> Content:
+    policy = services.content.consent
+    version2 = ConsentVersion(scope="handoff", version=2, date=date(2027, 1, 1), material=material)
+    versions = {**policy.versions, "handoff": (*policy.versions["handoff"], version2)}
+    return dataclasses.replace(
+        services.content, consent=ConsentPolicy(retention_days=policy.retention_days, versions=versions)
+    )
 
 
 async def test_withdrawal_adds_a_record_and_ends_the_permission(services: Services) -> None:

@@ -199,13 +199,7 @@ class TelegramChannel:
         inbound = InboundMessage(
             channel=CHANNEL, external_id=str(chat.id), text=text, kind=kind, language_hint=hint
         )
-        try:
-            reply = await self.router.handle(inbound)
-            messages = reply.messages
-        except StorageUnavailable:
-            log.exception("storage unavailable while answering a Telegram message")
-            messages = [await self.router.apology(hint, storage=True)]
-        for message in messages:
+        for message in await self.router.replies_or_apology(inbound):
             await self.send(chat.id, message)
 
     async def send(self, chat_id: int, message: OutboundMessage) -> None:

@@ -84,16 +84,7 @@ class WidgetChannel:
             kind="text" if isinstance(message, str) else "binary",
             language_hint=hint,
         )
-        try:
-            reply = await self.router.handle(inbound)
-            messages = reply.messages
-        except StorageUnavailable:
-            log.exception("storage unavailable while answering a widget message")
-            messages = [await self.router.apology(hint, storage=True)]
-        except Exception:
-            log.exception("unexpected error while answering a widget message")
-            messages = [await self.router.apology(hint)]
-        for outbound in messages:
+        for outbound in await self.router.replies_or_apology(inbound):
             await self.server.emit("bot_uttered", bot_uttered(outbound), room=session_id)
 
     async def history(self, request: Request) -> JSONResponse:
