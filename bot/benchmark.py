@@ -257,8 +257,8 @@ def main() -> None:
             r = pair[target]
             shown = f"{ratio:.2f}" if target == "app" else ""
             print(
-                f"| {level} | {target} | {r.requests} | {r.errors} | {r.throughput} | {r.p50_ms} | {r.p95_ms} "
-                f"| {r.p99_ms} | {shown} |"
+                f"| {level} | {target} | {r.requests} | {r.errors} | {r.throughput} | {r.p50_ms} "
+                f"| {r.p95_ms} | {r.p99_ms} | {shown} |"
             )
 
 
