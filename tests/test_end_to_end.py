@@ -137,3 +137,19 @@ def _conversation_id(live: LiveStack, sender: str) -> str:
         return conversation_id
 
     return asyncio.run(load())
+
+
+@pytest.mark.parametrize(
+    ("text", "town"),
+    [
+        ("ich wohne in Delbrueck und suche einen Deutschkurs", "Delbrück"),
+        ("I live in Bad Lipspringe, can I get a Bildungsgutschein?", "Bad Lippspringe"),
+        ("я живу в Падерборні, як записатися на курс?", "Paderborn"),
+    ],
+)
+def test_towns_are_recognised_and_mapped_to_their_official_name(
+    live: LiveStack, text: str, town: str
+) -> None:
+    parsed = httpx.post(f"{live.engine.url}/model/parse", json={"text": text}, timeout=10).json()
+    towns = [e["value"] for e in parsed["entities"] if e["entity"] == "town"]
+    assert towns == [town], parsed["entities"]
