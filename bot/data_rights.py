@@ -3,20 +3,19 @@ yes/no answer to a pending consent question. Channel-independent; used by the ro
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from bot.channels.base import Attachment, OutboundMessage
-from bot.consent import ConsentPrompt, ConsentRequest, ConsentService
+from bot.consent import ConsentPrompt, ConsentRequest, ConsentService, text_hash
 from bot.content import CONSENT_SCOPES
 from bot.lexicon import LexiconMatcher
 from bot.privacy import TrackerEraser, audit, erase, export
 from bot.storage.database import Database
-from bot.storage.models import Client, Conversation
+from bot.storage.models import Client, ConsentEvent, Conversation
 from bot.texts import TextService
 
 log = logging.getLogger(__name__)
@@ -71,16 +70,16 @@ class DataRightsDialogue:
             return False
         return None
 
-    async def _scopes(self, session: AsyncSession, turn: Turn) -> str:
-        active = await self.consent.active(session, turn.client_id)
+    async def _scopes(self, active: list[ConsentEvent], language: str) -> str:
+        """A readable list of consents ("Weitergabe des Gesprächs (AWO …)"), or "none"."""
         names = self.consent.content.organisations
         parts = []
         for event in active:
-            label, _ = await self.texts.text(f"consent.scope.{event.scope}", turn.language)
+            label, _ = await self.texts.text(f"consent.scope.{event.scope}", language)
             parts.append(f"{label} ({names.get(event.organisation, event.organisation)})")
         if parts:
             return "; ".join(parts)
-        none, _ = await self.texts.text("data.none", turn.language)
+        none, _ = await self.texts.text("data.none", language)
         return none
 
     async def overview(self, turn: Turn) -> Outcome:
@@ -96,7 +95,7 @@ class DataRightsDialogue:
         )
         async with self.database.unit_of_work() as session:
             active = await self.consent.active(session, turn.client_id)
-            scopes = await self._scopes(session, turn)
+        scopes = await self._scopes(active, turn.language)
         key = "consent.active_list" if active else "consent.none_active"
         listing = await self.texts.message(key, turn.language, params={"scopes": scopes})
         return Outcome(replies=[info, listing])
@@ -105,7 +104,7 @@ class DataRightsDialogue:
         """A readable summary and the full data as a JSON file."""
         async with self.database.unit_of_work() as session:
             data = await export(session, turn.client_id)
-            scopes = await self._scopes(session, turn)
+            scopes = await self._scopes(await self.consent.active(session, turn.client_id), turn.language)
             audit(session, actor="client", action="export", conversation_id=turn.conversation_id)
             await session.commit()
         messages = sum(len(c["messages"]) for c in data["conversations"])
@@ -142,7 +141,6 @@ class DataRightsDialogue:
     async def withdraw(self, turn: Turn) -> Outcome:
         """Withdraw every active consent."""
         async with self.database.unit_of_work() as session:
-            scopes = await self._scopes(session, turn)
             withdrawn = await self.consent.withdraw_all(
                 session, client_id=turn.client_id, language=turn.language, channel=turn.channel
             )
@@ -157,6 +155,7 @@ class DataRightsDialogue:
             await session.commit()
         if not withdrawn:
             return Outcome(replies=[await self.texts.message("consent.none_active", turn.language)])
+        scopes = await self._scopes(withdrawn, turn.language)
         return Outcome(
             replies=[await self.texts.message("consent.withdrawn", turn.language, params={"scopes": scopes})]
         )
@@ -195,8 +194,6 @@ class DataRightsDialogue:
             await self._set_pending(turn.conversation_id, None)
             return Outcome(replies=[await self.texts.message("delete.cancelled", turn.language)])
         if pending.get("type") == "consent" and pending.get("scope") in CONSENT_SCOPES:
-            from bot.consent import text_hash
-
             request = ConsentRequest(
                 scope=pending["scope"],
                 organisation=pending.get("organisation", ""),
@@ -231,7 +228,7 @@ class DataRightsDialogue:
             audit(session, actor="client", action="erased", detail=f"{len(conversation_ids)} conversations")
             await session.commit()
         try:
-            removed = self.trackers.erase(conversation_ids)
+            removed = await asyncio.to_thread(self.trackers.erase, conversation_ids)
             log.info("erased a client: %d conversations, %d engine events", len(conversation_ids), removed)
         except Exception:
             log.exception("engine trackers of an erased client could not be removed; retry by retention job")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from bot.privacy import TrackerEraser, audit, erase, expired_clients
@@ -29,6 +30,6 @@ async def purge_expired(*, database_url: str, tracker_url: str | None, days: int
             await session.commit()
     finally:
         await database.dispose()
-    TrackerEraser(tracker_url).erase(erased_conversations)
+    await asyncio.to_thread(TrackerEraser(tracker_url).erase, erased_conversations)
     log.info("retention purge: %d clients older than %d days without consent", len(clients), days)
     return len(clients)

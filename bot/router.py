@@ -29,8 +29,15 @@ _CHOOSE_LANGUAGE = re.compile(
 _KEEP_LANGUAGE = "/keep_language"
 _INVISIBLE = re.compile(r"[\s\u200b-\u200f\u2060\ufeff\u00ad]+")
 MEDIA_KINDS = ("photo", "sticker", "voice", "document", "location", "edited")
-ENGINE_COMMANDS = {"/start": "/greet", "/help": "/ask_help", "/adviser": "/request_human"}
+ENGINE_COMMANDS = {
+    "/start": "/greet",
+    "/help": "/ask_help",
+    "/adviser": "/request_human",
+    "/appointments": "/book_appointment",
+}
 """Channel commands that are the same as an intent; the engine answers them."""
+ROUTER_COMMANDS = ("/privacy", "/delete", "/language")
+"""Channel commands the router answers itself."""
 PRIVACY_ACTIONS = ("overview", "export", "delete", "withdraw")
 
 
@@ -189,8 +196,7 @@ class ConversationRouter:
         if command == "/delete":
             return await self.rights.ask_delete(turn)
         if command == "/language":
-            picker = await self.texts.message("language.choose", lang)
-            return Outcome(replies=[_with_buttons(picker, self.texts.language_buttons())])
+            return Outcome(replies=[await self._picker(lang)])
         try:
             engine_replies = await self.engine.send(
                 turn.conversation_id,
@@ -247,8 +253,12 @@ class ConversationRouter:
         """On first contact without a confident language: the picker, which never blocks."""
         if not decision.first_contact or decision.source == "detected":
             return []
-        picker = await self.texts.message("language.choose", decision.language)
-        return [_with_buttons(picker, self.texts.language_buttons())]
+        return [await self._picker(decision.language)]
+
+    async def _picker(self, lang: str) -> OutboundMessage:
+        """The language question with one button per language."""
+        picker = await self.texts.message("language.choose", lang)
+        return _with_buttons(picker, self.texts.language_buttons())
 
     async def _render(self, reply: EngineReply, lang: str) -> OutboundMessage | None:
         custom = reply.get("custom")

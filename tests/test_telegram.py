@@ -132,3 +132,15 @@ def test_polling_mode_with_only_a_token(tmp_path: Path, detector: LanguageDetect
     finally:
         stack.app.stop()
         api_server.stop()
+
+
+def test_every_command_is_answered_by_the_router_or_maps_to_an_intent() -> None:
+    import yaml
+
+    from bot.router import ENGINE_COMMANDS, ROUTER_COMMANDS
+    from bot.settings import ROOT
+
+    intents = set(yaml.safe_load((ROOT / "config" / "engine" / "domain.yml").read_text())["intents"])
+    for command in COMMANDS:
+        slash = f"/{command}"
+        assert slash in ROUTER_COMMANDS or ENGINE_COMMANDS.get(slash, "").lstrip("/") in intents, slash
