@@ -6,7 +6,20 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy import (
+    text as sql_text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -178,3 +191,155 @@ class TelegramUpdate(Base):
 
     update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Appointment(Base):
+    """A booked appointment with one service of one organisation; a slot seat is taken only once."""
+
+    __tablename__ = "appointments"
+    __table_args__ = (
+        # No double booking: one booked appointment per service, location, start and seat. A partial index,
+        # so a cancelled appointment frees its seat (PostgreSQL and SQLite both enforce it).
+        Index(
+            "uq_appointment_seat",
+            "service_id",
+            "location_id",
+            "starts_at",
+            "seat",
+            unique=True,
+            postgresql_where=sql_text("status = 'booked'"),
+            sqlite_where=sql_text("status = 'booked'"),
+        ),
+        Index("ix_appointments_organisation_starts", "organisation", "starts_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    conversation_id: Mapped[str | None] = mapped_column(String(32))
+    channel: Mapped[str] = mapped_column(String(16))
+    organisation: Mapped[str] = mapped_column(String(32))
+    service_id: Mapped[str] = mapped_column(String(64))
+    location_id: Mapped[str] = mapped_column(String(64))
+    starts_at: Mapped[datetime] = mapped_column()
+    ends_at: Mapped[datetime] = mapped_column()
+    seat: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(12), default="booked")  # booked | cancelled
+    language: Mapped[str] = mapped_column(String(2))
+    topic: Mapped[str | None] = mapped_column(String(32))
+    town: Mapped[str | None] = mapped_column(String(64))
+    age_group: Mapped[str | None] = mapped_column(String(8))
+    reason: Mapped[str] = mapped_column(String(200), default="")
+    name: Mapped[str | None] = mapped_column(String(100))
+    contact: Mapped[str | None] = mapped_column(String(120))
+    moved_from: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    cancelled_at: Mapped[datetime | None] = mapped_column()
+
+    reminders: Mapped[list[Reminder]] = relationship(
+        back_populates="appointment", cascade="all, delete-orphan", order_by="Reminder.due_at"
+    )
+
+
+class Reminder(Base):
+    """A reminder before an appointment; its job in the scheduler is ``reminder-<id>``."""
+
+    __tablename__ = "reminders"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    appointment_id: Mapped[str] = mapped_column(ForeignKey("appointments.id", ondelete="CASCADE"), index=True)
+    lead_minutes: Mapped[int] = mapped_column(Integer)
+    due_at: Mapped[datetime] = mapped_column()
+    status: Mapped[str] = mapped_column(String(12), default="scheduled")  # scheduled|sent|missed|cancelled
+    sent_at: Mapped[datetime | None] = mapped_column()
+    detail: Mapped[str] = mapped_column(String(200), default="")
+
+    appointment: Mapped[Appointment] = relationship(back_populates="reminders")
+
+
+class Adviser(Base):
+    """A human adviser of one organisation, who logs in to the console."""
+
+    __tablename__ = "advisers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    organisation: Mapped[str] = mapped_column(String(32), index=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(100))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(default=True)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AdviserSession(Base):
+    """A console session; only the hash of the cookie's token is stored."""
+
+    __tablename__ = "adviser_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    adviser_id: Mapped[int] = mapped_column(ForeignKey("advisers.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column()
+
+
+class Ticket(Base):
+    """A conversation handed to an organisation's advisers, after the client's consent."""
+
+    __tablename__ = "tickets"
+    __table_args__ = (Index("ix_tickets_organisation_status", "organisation", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="SET NULL"), index=True
+    )
+    client_id: Mapped[str | None] = mapped_column(ForeignKey("clients.id", ondelete="SET NULL"), index=True)
+    organisation: Mapped[str] = mapped_column(String(32))
+    service_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(12), default="waiting")  # waiting | claimed | closed
+    adviser_id: Mapped[int | None] = mapped_column(ForeignKey("advisers.id", ondelete="SET NULL"))
+    channel: Mapped[str] = mapped_column(String(16))
+    language: Mapped[str] = mapped_column(String(2))
+    topic: Mapped[str | None] = mapped_column(String(32))
+    consent_scope: Mapped[str] = mapped_column(String(16), default="handoff")
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The handover summary (topic, language, town, age group, answers given, open question)."""
+    reason: Mapped[str] = mapped_column(String(32), default="requested")  # requested|failed|topic
+    outcome: Mapped[str | None] = mapped_column(String(24))  # answered|booked|referred|no_reply|deleted
+    rating: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_at: Mapped[datetime | None] = mapped_column()
+    closed_at: Mapped[datetime | None] = mapped_column()
+
+    events: Mapped[list[TicketEvent]] = relationship(
+        back_populates="ticket", cascade="all, delete-orphan", order_by="TicketEvent.id"
+    )
+
+
+class TicketEvent(Base):
+    """A state change or note on a ticket (without client content)."""
+
+    __tablename__ = "ticket_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(24))  # opened|claimed|released|handed_back|closed|referred|rated
+    actor: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    ticket: Mapped[Ticket] = relationship(back_populates="events")
+
+
+class TicketNote(Base):
+    """An internal note on a ticket, visible only to its organisation."""
+
+    __tablename__ = "ticket_notes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
+    adviser_id: Mapped[int | None] = mapped_column(ForeignKey("advisers.id", ondelete="SET NULL"))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
