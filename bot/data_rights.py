@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,6 +34,7 @@ class Turn:
     channel: str
     language: str
     text: str
+    message_id: int | None = None
 
 
 @dataclass(kw_only=True)
@@ -60,6 +62,8 @@ class DataRightsDialogue:
         self.consent = consent
         self.lexicon = lexicon
         self.trackers = trackers
+        self.continuations: dict[str, Continuation] = {}
+        """What happens after a consent answer whose question named a ``then`` action (handoff, refer)."""
 
     def answer_of(self, text: str) -> bool | None:
         """True for yes, False for no, None for anything else (buttons or free text, any language)."""
@@ -160,8 +164,10 @@ class DataRightsDialogue:
             replies=[await self.texts.message("consent.withdrawn", turn.language, params={"scopes": scopes})]
         )
 
-    async def ask_consent(self, turn: Turn, request: ConsentRequest) -> Outcome:
-        """Ask for a consent with yes/no buttons and remember what was asked."""
+    async def ask_consent(
+        self, turn: Turn, request: ConsentRequest, *, then: dict[str, Any] | None = None
+    ) -> Outcome:
+        """Ask for a consent with yes/no buttons and remember what was asked (and what follows a yes/no)."""
         version = self.consent.content.consent.current(request.scope)
         message = await self.texts.message(
             version.key,
@@ -179,6 +185,8 @@ class DataRightsDialogue:
             "language": message.language,
             "text": message.text,
         }
+        if then is not None:
+            prompt["then"] = {**then, "organisation": request.organisation, "target": request.target}
         await self._set_pending(turn.conversation_id, prompt)
         return Outcome(replies=[message])
 
@@ -214,6 +222,13 @@ class DataRightsDialogue:
                 conversation = await session.get_one(Conversation, turn.conversation_id)
                 conversation.pending = None
                 await session.commit()
+            then = pending.get("then")
+            if isinstance(then, dict) and then.get("action") in self.continuations:
+                followed = await self.continuations[str(then["action"])](turn, then, answer)
+                if answer:
+                    granted = await self.texts.message("consent.granted", turn.language)
+                    followed.replies.insert(0, granted)
+                return followed
             key = "consent.granted" if answer else "consent.declined"
             replies = [await self.texts.message(key, turn.language)]
             if not answer:
@@ -256,5 +271,8 @@ class DataRightsDialogue:
             await session.commit()
         return await self.texts.message("age.under16", turn.language)
 
+
+Continuation = Callable[[Turn, dict[str, Any], bool], Awaitable[Outcome]]
+"""Carries on after a consent answer: (turn, the question's ``then``, granted?)."""
 
 _DIGITS = str.maketrans("٠١٢٣٤٥٦٧٨٩۰۱۲۳۴۵۶۷۸۹", "01234567890123456789")

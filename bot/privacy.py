@@ -6,7 +6,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, create_engine, delete, select, text
+from sqlalchemy import bindparam, create_engine, delete, select, text, update
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,6 +17,7 @@ from bot.storage.models import (
     ConsentEvent,
     Conversation,
     Message,
+    Ticket,
     Translation,
     utcnow,
 )
@@ -96,6 +97,12 @@ async def erase(session: AsyncSession, client_id: str) -> list[str]:
     """Delete a client and everything that refers to them; return their conversation ids."""
     conversation_ids = list(
         await session.scalars(select(Conversation.id).where(Conversation.client_id == client_id))
+    )
+    # Tickets stay for the organisations' figures, emptied and shown as "closed as deleted".
+    await session.execute(
+        update(Ticket)
+        .where(Ticket.client_id == client_id)
+        .values(client_id=None, conversation_id=None, summary=None, outcome="deleted", status="closed")
     )
     if conversation_ids:
         await session.execute(delete(Message).where(Message.conversation_id.in_(conversation_ids)))
