@@ -12,6 +12,7 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
+from actions.booking import BookingContext, build_booking_actions
 from bot.content import Content
 from bot.lexicon import LexiconMatcher
 
@@ -129,6 +130,9 @@ class AnswerAction(Action):
         buttons = [
             {"key": f"aspect.{other}", "payload": f'/ask_followup{{"aspect":"{other}"}}'} for other in others
         ]
+        meta = self.content.answers.get(key)
+        if meta is not None and meta.needs_adviser:
+            buttons.append({"key": "button.human", "payload": "/request_human"})
         say(dispatcher, tracker, key, buttons=buttons, topic=topic, aspect=aspect)
         return [SlotSet("topic", topic), SlotSet("aspect", aspect), SlotSet("offered_human", False)]
 
@@ -169,7 +173,7 @@ class FallbackAction(Action):
 
 
 class HandoffAction(Action):
-    """The client wants a person: until the handoff exists, the public contact routes."""
+    """The client wants a person: the app explains, asks for consent and opens a ticket."""
 
     def name(self) -> str:
         """Action name in the domain."""
@@ -178,8 +182,19 @@ class HandoffAction(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[EventType]:
-        """Give the general counselling contacts."""
-        say(dispatcher, tracker, "handoff.contacts")
+        """Hand the request to the app with what the bot knows (topic, town, age)."""
+        reason = "failed" if tracker.get_slot("offered_human") else "requested"
+        dispatcher.utter_message(
+            json_message={
+                "intent": _intent(tracker),
+                "handoff": {
+                    "reason": reason,
+                    "topic": tracker.get_slot("topic"),
+                    "town": tracker.get_slot("town"),
+                    "age": tracker.get_slot("age"),
+                },
+            }
+        )
         return [SlotSet("offered_human", False)]
 
 
@@ -199,7 +214,7 @@ class ChooseLanguageAction(Action):
 
 
 class BookingAction(Action):
-    """Appointments: until booking in the chat exists, the public contact routes."""
+    """Cancel or move an appointment: the app lists the client's appointments with buttons."""
 
     def name(self) -> str:
         """Action name in the domain."""
@@ -208,8 +223,8 @@ class BookingAction(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[EventType]:
-        """Give the general counselling contacts."""
-        say(dispatcher, tracker, "handoff.contacts")
+        """Ask the app for the list."""
+        dispatcher.utter_message(json_message={"intent": _intent(tracker), "appointments": "list"})
         return []
 
 
@@ -236,9 +251,13 @@ class PrivacyAction(Action):
         return []
 
 
-def build_actions(content: Content, lexicon: LexiconMatcher) -> list[Action]:
+def build_actions(
+    content: Content, lexicon: LexiconMatcher, booking: BookingContext | None = None
+) -> list[Action]:
     """Every action with its dependencies (called by the composition root)."""
+    extra = build_booking_actions(booking) if booking is not None else []
     return [
+        *extra,
         ReplyAction(),
         AnswerAction(content, lexicon),
         FallbackAction(),
