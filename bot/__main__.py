@@ -1,4 +1,4 @@
-"""Command line: ``serve``, ``db-upgrade``, ``check-content``."""
+"""Command line: ``serve``, ``db-upgrade``, ``check-content``, ``adviser …``, ``org list``."""
 
 from __future__ import annotations
 
@@ -16,12 +16,19 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("serve", help="start the app (ASGI server) on APP_PORT")
     sub.add_parser("db-upgrade", help="create or upgrade the database schema")
     sub.add_parser("check-content", help="validate content/ and list texts missing in a language")
+    from bot.console.cli import add_commands
+
+    add_commands(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from bot.settings import load_settings
 
     try:
         settings = load_settings()
+        if args.command in ("adviser", "org"):
+            from bot.console.cli import run
+
+            return run(args, settings)
         if args.command == "db-upgrade":
             from bot.storage.database import Database
 

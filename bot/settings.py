@@ -15,6 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 TRANSLATOR_CHOICES = ("none", "google", "deepl", "microsoft", "libre")
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "xxx", "todo", ""})
+DEVELOPMENT_SECRET_KEY = "development-only-not-a-secret"
+"""LOTSE_SECRET_KEY outside production when none is set; refused in production."""
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,6 +45,20 @@ class Settings:
     public_url: str = "http://localhost:8000"
     scheduler: bool = True
     tracker_url: str | None = None
+    redis_url: str | None = None
+    """Redis for socket.io between app replicas (rooms and emits shared); None: one process."""
+    secret_key: str = DEVELOPMENT_SECRET_KEY
+    """Signs the console's calendar links (LOTSE_SECRET_KEY)."""
+    console_idle_minutes: int = 30
+    console_max_hours: int = 10
+    console_telegram_chats: tuple[tuple[str, str], ...] = ()
+    """(organisation, Telegram chat id) pairs told about new tickets (LOTSE_CONSOLE_TELEGRAM_CHATS)."""
+
+    @property
+    def console_secure_cookies(self) -> bool:
+        """Console cookies are Secure, except when the public URL is plain http on localhost (dev, tests)."""
+        parsed = urlparse(self.public_url)
+        return not (parsed.scheme == "http" and parsed.hostname in LOCAL_HOSTS)
 
     @property
     def telegram_enabled(self) -> bool:
@@ -84,6 +101,21 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw in ("0", "off", "false", "no"):
         return False
     raise SettingsError(f"{name} must be on or off, got {raw!r}")
+
+
+def _chats(raw: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        organisation, _, chat = item.partition(":")
+        if not organisation.strip() or not chat.strip().lstrip("-").isdigit():
+            raise SettingsError(
+                "LOTSE_CONSOLE_TELEGRAM_CHATS must be organisation:chat_id pairs separated by commas, "
+                f"got {item!r}"
+            )
+        pairs.append((organisation.strip(), chat.strip()))
+    return tuple(pairs)
 
 
 def _url(name: str, value: str, schemes: tuple[str, ...]) -> str:
@@ -147,6 +179,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "LOTSE_PUBLIC_URL", env.get("LOTSE_PUBLIC_URL") or f"http://localhost:{app_port}", ("http", "https")
     ).rstrip("/")
     tracker_url = env.get("LOTSE_TRACKER_URL") or f"sqlite:///{ROOT / 'var' / 'engine-tracker.db'}"
+    secret_key = env.get("LOTSE_SECRET_KEY") or ""
+    if environment == "production" and (secret_key.lower() in PLACEHOLDER_SECRETS or len(secret_key) < 32):
+        raise SettingsError("LOTSE_SECRET_KEY must be set to a random secret of at least 32 characters")
+    redis_url = env.get("LOTSE_REDIS_URL") or None
+    if redis_url:
+        _url("LOTSE_REDIS_URL", redis_url, ("redis", "rediss", "unix"))
     return Settings(
         database_url=database_url,
         engine_url=engine_url,
@@ -171,4 +209,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         public_url=public_url,
         tracker_url=tracker_url,
         scheduler=_flag(env, "LOTSE_SCHEDULER", True),
+        redis_url=redis_url,
+        secret_key=secret_key or DEVELOPMENT_SECRET_KEY,
+        console_idle_minutes=_int(env, "LOTSE_CONSOLE_IDLE_MINUTES", 30, low=1, high=24 * 60),
+        console_max_hours=_int(env, "LOTSE_CONSOLE_MAX_HOURS", 10, low=1, high=24 * 7),
+        console_telegram_chats=_chats(env.get("LOTSE_CONSOLE_TELEGRAM_CHATS", "")),
     )
