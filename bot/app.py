@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import html
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -10,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import socketio
+from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -19,11 +22,12 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bot import LANGUAGES, RTL_LANGUAGES
+from bot import LANGUAGES, RTL_LANGUAGES, jobs
 from bot.bootstrap import Services
 from bot.channels.rest import RestChannel
 from bot.channels.widget import WidgetChannel
-from bot.scheduler import build_scheduler, schedule_retention
+from bot.console import build_console
+from bot.scheduler import build_scheduler, poll_job_store, schedule_retention
 from bot.settings import Settings
 from bot.training import fingerprint
 
@@ -52,17 +56,29 @@ def create_app(services: Services) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        scheduler = None
+        scheduler = poll = None
+        await widget.start()
+        await services.hub.start()
+        jobs.bind(booking=services.booking)
+        # One scheduler owner runs the jobs; replicas with LOTSE_SCHEDULER=off start theirs paused, so the
+        # reminders they book still land in the shared job store without being run twice.
+        scheduler = build_scheduler(services.settings)
+        scheduler.add_listener(_missed_reminder(services), EVENT_JOB_MISSED)
         if services.settings.scheduler:
-            # One scheduler owner: replicas other than the owner run with LOTSE_SCHEDULER=off.
-            scheduler = build_scheduler(services.settings)
             schedule_retention(scheduler, services.settings, days=services.content.consent.retention_days)
             scheduler.start()
+            poll = poll_job_store(scheduler)
+        else:
+            scheduler.start(paused=True)
+        services.booking.scheduler = scheduler
         if services.telegram is not None:
             await services.telegram.start()
         yield
         if services.telegram is not None:
             await services.telegram.stop()
+        if poll is not None:
+            poll.cancel()
+        services.booking.scheduler = None
         if scheduler is not None:
             scheduler.shutdown(wait=False)
         await services.close()
@@ -90,7 +106,13 @@ def create_app(services: Services) -> ASGIApp:
         )
         return HTMLResponse(page)
 
-    widget = WidgetChannel(services.router, services.database, allowed_origins=_origins(services.settings))
+    widget = WidgetChannel(
+        services.router,
+        services.database,
+        allowed_origins=_origins(services.settings),
+        redis_url=services.settings.redis_url,
+    )
+    services.outbox.register("widget", widget)
     labels = _widget_labels(services)
 
     async def widget_texts(_request: Request) -> JSONResponse:
@@ -103,6 +125,20 @@ def create_app(services: Services) -> ASGIApp:
         if services.telegram is None or services.telegram.polling:
             return JSONResponse({"error": "the Telegram webhook is not configured"}, status_code=404)
         return await services.telegram.webhook(request)
+
+    async def appointment_ics(request: Request) -> Response:
+        appointment_id = request.path_params["appointment_id"]
+        token = request.query_params.get("token", "")
+        if not hmac.compare_digest(token, services.booking.ics_token(appointment_id)):
+            return JSONResponse({"error": "not found"}, status_code=404)
+        attachment = await services.appointments.attachment(appointment_id)
+        if attachment is None:
+            return JSONResponse({"error": "not found"}, status_code=404)
+        return Response(
+            attachment.content,
+            media_type="text/calendar; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="termin.ics"', "Cache-Control": "no-store"},
+        )
 
     rest = RestChannel(services.router, max_chars=services.settings.max_message_chars)
     routes = [
@@ -117,6 +153,8 @@ def create_app(services: Services) -> ASGIApp:
         Route("/widget.css", _static("widget.css", "text/css; charset=utf-8"), methods=["GET"]),
         Route("/widget/texts", widget_texts, methods=["GET"]),
         Route("/widget/history/{session_id}", widget.history, methods=["GET"]),
+        Route("/appointments/{appointment_id}.ics", appointment_ics, methods=["GET"]),
+        build_console(services),
     ]
     partners = list(services.settings.partner_origins)
     middleware = [
@@ -128,6 +166,19 @@ def create_app(services: Services) -> ASGIApp:
     app.state.services = services
     combined: ASGIApp = socketio.ASGIApp(widget.server, other_asgi_app=app, socketio_path="socket.io")
     return combined
+
+
+def _missed_reminder(services: Services) -> Callable[[JobExecutionEvent], None]:
+    """A reminder the scheduler dropped because it was due too long ago is recorded, not lost silently."""
+
+    def listener(event: JobExecutionEvent) -> None:
+        if not event.job_id.startswith("reminder-"):
+            return
+        reminder_id = int(event.job_id.removeprefix("reminder-"))
+        late = f"missed: due {event.scheduled_run_time.isoformat()}, app was down beyond the grace time"
+        asyncio.get_running_loop().create_task(services.booking.mark_missed(reminder_id, late))
+
+    return listener
 
 
 STATIC = Path(__file__).resolve().parent / "static"

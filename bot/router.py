@@ -8,17 +8,22 @@ import logging
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, replace
+from typing import Any
 
 from bot import LANGUAGES
+from bot.appointments import AppointmentsDialogue
 from bot.channels.base import Button, InboundMessage, OutboundMessage
+from bot.consent import ConsentRequest
 from bot.conversations import add_message, find_or_create
 from bot.data_rights import DataRightsDialogue, Outcome, Turn
 from bot.engine import EngineClient, EngineReply
 from bot.errors import EngineUnavailable, StorageUnavailable
+from bot.handoff import ADVISER, STOP_WAITING, WAITING, HandoffRequest, HandoffService
 from bot.language import LanguageDecision, LanguageDetector, decide_language
 from bot.lexicon import LexiconMatcher
+from bot.outbox import Outbox, take_undelivered
 from bot.storage.database import Database
-from bot.storage.models import Conversation
+from bot.storage.models import Conversation, Message
 from bot.texts import TextService
 
 log = logging.getLogger(__name__)
@@ -27,6 +32,7 @@ _CHOOSE_LANGUAGE = re.compile(
     r'^/choose_language\s*(?:\{\s*"language"\s*:\s*"(?P<a>[a-z]{2})"\s*\}|(?P<b>[a-z]{2}))\s*$'
 )
 _KEEP_LANGUAGE = "/keep_language"
+_APPOINTMENT = re.compile(r"^/appointment_(cancel|move|move_to)\s*\{.*\}$", re.DOTALL)
 _INVISIBLE = re.compile(r"[\s\u200b-\u200f\u2060\ufeff\u00ad]+")
 MEDIA_KINDS = ("photo", "sticker", "voice", "document", "location", "edited")
 ENGINE_COMMANDS = {
@@ -62,6 +68,9 @@ class ConversationRouter:
         detector: LanguageDetector,
         lexicon: LexiconMatcher,
         rights: DataRightsDialogue,
+        handoff: HandoffService,
+        outbox: Outbox,
+        appointments: AppointmentsDialogue,
         default_language: str = "de",
         max_chars: int = 4000,
     ) -> None:
@@ -71,6 +80,10 @@ class ConversationRouter:
         self.detector = detector
         self.lexicon = lexicon
         self.rights = rights
+        self.rights.continuations["engine"] = self._continue_in_engine
+        self.handoff = handoff
+        self.appointments = appointments
+        self.outbox = outbox
         self.default_language = default_language
         self.max_chars = max_chars
         self._locks: OrderedDict[tuple[str, str], asyncio.Lock] = OrderedDict()
@@ -114,7 +127,7 @@ class ConversationRouter:
             if text.strip() == _KEEP_LANGUAGE and client.language:
                 decision = LanguageDecision(language=client.language, source="explicit")
             client.language, client.language_source = decision.language, decision.source
-            add_message(
+            stored_in = add_message(
                 session,
                 conversation=conversation,
                 direction="in",
@@ -123,7 +136,10 @@ class ConversationRouter:
                 text=inbound.text[: self.max_chars * 2],
                 language=detection.language if detection.usable else None,
             )
-            pending = conversation.pending
+            pending, status = conversation.pending, conversation.status
+            earlier = []
+            if not self.outbox.can_push(inbound.channel):
+                earlier = [_stored_reply(m) for m in await take_undelivered(session, conversation.id)]
             await session.commit()
             turn = Turn(
                 client_id=client.id,
@@ -131,9 +147,10 @@ class ConversationRouter:
                 channel=inbound.channel,
                 language=decision.language,
                 text=text,
+                message_id=stored_in.id,
             )
 
-        outcome = await self._answer(inbound, turn, decision, chosen, pending)
+        outcome = await self._answer(inbound, turn, decision, chosen, pending, status)
 
         if not outcome.erased:
             async with self.database.unit_of_work() as session:
@@ -155,7 +172,9 @@ class ConversationRouter:
                         )
                     await session.commit()
         return RouterReply(
-            conversation_id=turn.conversation_id, language=decision.language, messages=outcome.replies
+            conversation_id=turn.conversation_id,
+            language=decision.language,
+            messages=earlier + outcome.replies,
         )
 
     async def _answer(
@@ -165,6 +184,7 @@ class ConversationRouter:
         decision: LanguageDecision,
         chosen: str | None,
         pending: dict[str, object] | None,
+        status: str = "bot",
     ) -> Outcome:
         lang = decision.language
         text = turn.text
@@ -186,6 +206,10 @@ class ConversationRouter:
             return await say("input.too_long", limit=self.max_chars)
         if self.lexicon.is_emergency(text):
             return await say("emergency")
+        if pending and pending.get("type") == "rating":
+            rated = await self.handoff.rate(turn, dict(pending))
+            if rated is not None:
+                return rated
         if pending:
             resolved = await self.rights.resolve_pending(turn, dict(pending))
             if resolved is not None:
@@ -197,17 +221,29 @@ class ConversationRouter:
             return await self.rights.ask_delete(turn)
         if command == "/language":
             return Outcome(replies=[await self._picker(lang)])
+        if command == STOP_WAITING or status in (WAITING, ADVISER):
+            return await self.handoff.client_message(turn, status)
+        if command == "/appointments" or _APPOINTMENT.match(text.strip()):
+            return await self.appointments.handle(turn, text.strip())
         try:
-            engine_replies = await self.engine.send(
-                turn.conversation_id,
-                ENGINE_COMMANDS.get(command, text),
-                {"language": lang, "channel": inbound.channel},
-            )
+            replies = await self._engine_turn(turn, ENGINE_COMMANDS.get(command, text))
         except EngineUnavailable as exc:
             log.warning("engine unavailable: %s", exc)
             outcome = await say("engine.unavailable")
             outcome.replies += await self._first_contact_extras(decision)
             return outcome
+        if not replies:
+            replies = [await self.texts.message("fallback.rephrase", lang)]
+        if decision.ask_switch_to:
+            replies.append(await self._ask_switch(decision.ask_switch_to))
+        return Outcome(replies=replies + await self._first_contact_extras(decision))
+
+    async def _engine_turn(self, turn: Turn, text: str) -> list[OutboundMessage]:
+        """Send a message to the engine and turn its answers into replies (raises EngineUnavailable)."""
+        lang = turn.language
+        engine_replies = await self.engine.send(
+            turn.conversation_id, text, {"language": lang, "channel": turn.channel}
+        )
         replies: list[OutboundMessage] = []
         for engine_reply in engine_replies:
             custom = engine_reply.get("custom")
@@ -222,18 +258,55 @@ class ConversationRouter:
                 outcome = await handler(turn)
                 replies += outcome.replies
                 continue
+            if isinstance(custom, dict) and custom.get("appointments") == "list":
+                replies += (await self.appointments.overview(turn)).replies
+                continue
+            handoff = custom.get("handoff") if isinstance(custom, dict) else None
+            if isinstance(handoff, dict):
+                offered = await self.handoff.offer(
+                    turn,
+                    HandoffRequest(
+                        reason=str(handoff.get("reason") or "requested"),
+                        topic=_text_or_none(handoff.get("topic")),
+                        town=_text_or_none(handoff.get("town")),
+                        age=_text_or_none(handoff.get("age")),
+                    ),
+                )
+                replies += offered.replies
+                continue
             rendered = await self._render(engine_reply, lang)
             if rendered is not None:
                 replies.append(rendered)
+            if isinstance(custom, dict) and isinstance(custom.get("consent"), dict):
+                replies += await self._ask_consent_for_engine(turn, custom)
             if isinstance(custom, dict) and custom.get("age") is not None:
                 note = await self.rights.note_age(turn, custom["age"])
                 if note is not None:
                     replies.append(note)
-        if not replies:
-            replies = [await self.texts.message("fallback.rephrase", lang)]
-        if decision.ask_switch_to:
-            replies.append(await self._ask_switch(decision.ask_switch_to))
-        return Outcome(replies=replies + await self._first_contact_extras(decision))
+        return replies
+
+    async def _ask_consent_for_engine(self, turn: Turn, custom: dict[str, Any]) -> list[OutboundMessage]:
+        """An action asks for a consent; the app asks, records the answer, then tells the engine."""
+        consent, then = custom["consent"], custom.get("then")
+        try:
+            request = ConsentRequest(
+                scope=str(consent.get("scope")), organisation=str(consent.get("organisation") or "")
+            )
+        except ValueError:
+            log.error("engine asked for an unknown consent scope %r", consent.get("scope"))
+            return []
+        follow = {"action": "engine", **(then if isinstance(then, dict) else {})}
+        return (await self.rights.ask_consent(turn, request, then=follow)).replies
+
+    async def _continue_in_engine(self, turn: Turn, then: dict[str, Any], granted: bool) -> Outcome:
+        """After a consent answer the app recorded: tell the engine yes or no and show its answers."""
+        payload = then.get("yes" if granted else "no")
+        if not isinstance(payload, str):
+            return Outcome(replies=[])
+        try:
+            return Outcome(replies=await self._engine_turn(turn, payload))
+        except EngineUnavailable:
+            return Outcome(replies=[await self.texts.message("engine.unavailable", turn.language)])
 
     async def _ask_switch(self, other: str) -> OutboundMessage:
         ask = await self.texts.message(
@@ -275,8 +348,45 @@ class ConversationRouter:
             for b in custom.get("buttons", [])
             if isinstance(b, dict) and isinstance(b.get("key"), str) and isinstance(b.get("payload"), str)
         ]
-        params = custom.get("params") if isinstance(custom.get("params"), dict) else None
-        message = await self.texts.message(key, lang, params=params, buttons=buttons)
+        params: dict[str, Any] = dict(custom["params"]) if isinstance(custom.get("params"), dict) else {}
+        reason = custom.get("reason")
+        if (
+            isinstance(reason, dict)
+            and isinstance(reason.get("key"), str)
+            and reason["key"] in self.texts.content.texts["de"]
+        ):
+            reason_params = reason.get("params") if isinstance(reason.get("params"), dict) else None
+            params["reason"], _ = await self.texts.text(reason["key"], lang, reason_params)
+        appointment = custom.get("appointment")
+        if isinstance(appointment, str):
+            params["calendar"] = self.appointments.booking.ics_url(appointment)
+        message = await self.texts.message(key, lang, params=params or None, buttons=buttons)
+        extra: list[Button] = []
+        for raw in custom.get("raw_buttons") or []:
+            if (
+                isinstance(raw, dict)
+                and isinstance(raw.get("text"), str)
+                and isinstance(raw.get("payload"), str)
+            ):
+                extra.append(Button(title=raw["text"], payload=raw["payload"]))
+        for choice in custom.get("language_choices") or []:
+            if isinstance(choice, dict) and choice.get("code") in LANGUAGES:
+                extra.append(
+                    Button(title=self.texts.language_name(choice["code"]), payload=str(choice["payload"]))
+                )
+        for choice in custom.get("slot_choices") or []:
+            if isinstance(choice, dict) and isinstance(choice.get("when"), str):
+                title = await self.appointments.slot_title(choice["when"], str(choice.get("place", "")), lang)
+                extra.append(Button(title=title, payload=str(choice["payload"])))
+        if extra:
+            message = _with_buttons(message, (*extra, *message.buttons))
+        if custom.get("to_confirm"):
+            note, _ = await self.texts.text("booking.to_confirm", lang)
+            message = replace(message, text=f"{message.text}\n\n{note}")
+        if isinstance(appointment, str):
+            attachment = await self.appointments.attachment(appointment)
+            if attachment is not None:
+                message = replace(message, attachment=attachment)
         if custom.get("language_buttons"):
             message = _with_buttons(message, self.texts.language_buttons())
         return message
@@ -296,6 +406,26 @@ class ConversationRouter:
         """The reply when something failed before an answer existed."""
         lang = language_hint if language_hint in LANGUAGES else self.default_language
         return await self.texts.message("storage.unavailable" if storage else "error.generic", lang)
+
+
+def _text_or_none(value: object) -> str | None:
+    return str(value) if isinstance(value, str | int) and str(value).strip() else None
+
+
+def _stored_reply(message: Message) -> OutboundMessage:
+    """A stored message the client has not seen yet, as a reply."""
+    payload = message.payload if isinstance(message.payload, dict) else {}
+    return OutboundMessage(
+        text=message.text,
+        language=message.language or "de",
+        machine_translated=message.machine_translated,
+        content_key=message.content_key,
+        buttons=tuple(
+            Button(title=str(b.get("title", "")), payload=str(b.get("payload", "")))
+            for b in payload.get("buttons", [])
+            if isinstance(b, dict)
+        ),
+    )
 
 
 def _with_buttons(message: OutboundMessage, buttons: tuple[Button, ...]) -> OutboundMessage:
