@@ -1,10 +1,20 @@
 """`make bench`: bot-turn latency through the app beside the same turns sent straight to the engine.
 
-Starts the engine and the app as separate processes on loopback, then runs closed-loop load at 1,
-10 and 50 concurrent conversations against the app's REST channel and against the engine's REST
-channel in the same run, so the app's overhead is a ratio measured under the same machine load.
-Also reports resident memory (RSS) of both processes at rest and after load, and start-up time to
-the first answer. Every loop is bounded in time and count. Results: docs/bench/.
+Two stacks of real processes on loopback, one after the other:
+
+1. as ``make run`` starts it (engine with its SQLite tracker store, app on SQLite): closed-loop load at
+   1, 10 and 50 concurrent conversations straight to the engine's REST channel, through the app's
+   REST channel and through the app's socket.io channel (Rasa's protocol, python-socketio's client),
+   in the same run; then open-loop load (Poisson arrivals at fixed rates) straight to the engine and
+   through the app, rate after rate, until p95 passes one second;
+2. the production mode (engine trackers in PostgreSQL, conversation locks in Redis, app on PostgreSQL
+   with socket.io through Redis), once with one engine worker and once with two (``SANIC_WORKERS``,
+   which Rasa allows with the Redis lock store): the same open-loop sweep through the app.
+
+Reported: p50/p95/p99 per level and rate, the app's overhead as a ratio, the highest rate whose p95
+stays under 500 ms, sustained throughput until p95 passes one second, resident memory (RSS) of engine
+and app at rest and under load, training time and start-up time to the first answer. Every loop is
+bounded in time and count. Results: docs/bench/results.json and two charts beside it.
 """
 
 from __future__ import annotations
@@ -17,27 +27,49 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import asdict, dataclass
+import uuid
+import zlib
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+import socketio
 import yaml
 
 from bot import LANGUAGES
 from bot.settings import ROOT
-from bot.training import engine_command, engine_env, train
+from bot.training import CONFIG, engine_command, engine_env, train
 
-OUT = ROOT / "docs" / "bench"
+OUT = Path(os.environ.get("LOTSE_BENCH_OUT") or ROOT / "docs" / "bench")
 LEVELS = (1, 10, 50)
-SECONDS_PER_RUN = float(os.environ.get("BENCH_SECONDS", "15"))
+SECONDS_PER_RUN = float(os.environ.get("BENCH_SECONDS", "10"))
+SECONDS_PER_RATE = float(os.environ.get("BENCH_RATE_SECONDS", "8"))
 MAX_REQUESTS_PER_RUN = 5000
+TURNS_PER_CONVERSATION = 8
+"""A conversation ends after this many turns and a new one starts: real ones are short, and the
+engine reads a conversation's whole tracker on every turn."""
+MAX_IN_FLIGHT = 400
+"""Open loop: arrivals beyond this many unanswered requests are shed and counted as errors."""
+DRAIN_SECONDS = 30.0
+TURN_TIMEOUT = 30.0
+TARGET_P95_MS = 500.0
+SATURATED_P95_MS = 1000.0
+MAX_RATE = 60.0
 QUESTION_INTENTS = ("ask_language_course", "ask_recognition", "ask_qualification", "greet", "thanks")
+ERROR_KEYS = frozenset({"engine.unavailable", "error.generic", "storage.unavailable"})
+"""Apologies the app answers with when something behind it failed: errors, although HTTP 200."""
+PRODUCTION_ENDPOINTS = CONFIG / "endpoints.production.yml"
 
 
 @dataclass
 class Run:
-    """One load level against one target."""
+    """One closed-loop level against one target."""
 
     target: str
     concurrency: int
@@ -48,6 +80,50 @@ class Run:
     p50_ms: float
     p95_ms: float
     p99_ms: float
+
+
+@dataclass
+class RateRun:
+    """One open-loop rate against one target."""
+
+    target: str
+    rate: float
+    sent: int
+    completed: int
+    errors: int
+    seconds: float
+    throughput: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+
+
+@dataclass
+class Sweep:
+    """Open-loop rates against one target until p95 passes one second."""
+
+    target: str
+    runs: list[RateRun] = field(default_factory=list)
+
+    @property
+    def max_rate_under_target(self) -> float:
+        """The highest rate whose p95 stays under 500 ms, every lower rate passing too."""
+        best = 0.0
+        for run in self.runs:
+            if run.p95_ms >= TARGET_P95_MS or run.errors:
+                break
+            best = run.rate
+        return best
+
+    @property
+    def sustained_throughput(self) -> float:
+        """Answered turns per second at the highest rate whose p95 stays under one second."""
+        best = 0.0
+        for run in self.runs:
+            if run.p95_ms > SATURATED_P95_MS or run.errors:
+                break
+            best = max(best, run.throughput)
+        return best
 
 
 def _free_port() -> int:
@@ -75,6 +151,29 @@ def _rss_mb(pid: int) -> float:
     return round(total / 1024, 1)
 
 
+class PeakMemory:
+    """Samples the RSS of some processes twice a second and keeps the highest value of each."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.peak = {name: 0.0 for name in pids}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.5):
+            for name, pid in self.pids.items():
+                self.peak[name] = max(self.peak[name], _rss_mb(pid))
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -83,7 +182,7 @@ def _percentile(values: list[float], q: float) -> float:
     return round(ordered[index] * 1000, 1)
 
 
-def _messages() -> list[str]:
+def client_messages() -> list[str]:
     """Realistic client messages in every language (held-out examples, never trained on)."""
     texts: list[str] = []
     for lang in LANGUAGES:
@@ -94,47 +193,68 @@ def _messages() -> list[str]:
     return texts
 
 
-def _wait(url: str, check: str, timeout: float) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
+def answered(replies: Any) -> bool:
+    """A real answer: a non-empty list of replies, none of them an apology for a failure behind the app."""
+    if not isinstance(replies, list) or not replies:
+        return False
+    for reply in replies:
+        key = ((reply.get("custom") or {}).get("lotse") or {}).get("key") if isinstance(reply, dict) else None
+        if key in ERROR_KEYS:
+            return False
+    return True
+
+
+Sender = Callable[[str, str], Awaitable[bool]]
+"""Sends one message of one conversation; True when it was answered properly."""
+
+
+def _rest_sender(http: httpx.AsyncClient, url: str) -> Sender:
+    """Sends through a REST channel (the engine's or the app's: the same shape)."""
+
+    async def send(sender: str, text: str) -> bool:
         try:
-            response = httpx.get(url, timeout=2)
-            if response.status_code == 200 and check in response.text:
-                return time.monotonic() - started
+            response = await http.post(url, json={"sender": sender, "message": text})
         except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit(f"{url} did not become ready within {timeout:.0f} s")
+            return False
+        return response.status_code == 200 and answered(response.json())
+
+    return send
 
 
-async def _closed_loop(url: str, concurrency: int, messages: list[str], label: str) -> Run:
+def _limits(connections: int) -> httpx.Limits:
+    return httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+
+
+async def _closed_loop_rest(url: str, concurrency: int, messages: list[str], label: str) -> Run:
     latencies: list[float] = []
     errors = 0
-    deadline = time.monotonic() + SECONDS_PER_RUN
     budget = MAX_REQUESTS_PER_RUN
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+    async with httpx.AsyncClient(timeout=TURN_TIMEOUT, limits=_limits(concurrency)) as http:
+        send = _rest_sender(http, url)
 
-        async def worker(index: int) -> None:
+        async def worker(index: int, deadline: float) -> None:
             nonlocal errors, budget
-            sender = f"bench-{label}-{concurrency}-{index}-{random.randrange(1 << 30)}"
             turn = 0
+            sender = ""
             while time.monotonic() < deadline and budget > 0:
                 budget -= 1
+                if turn % TURNS_PER_CONVERSATION == 0:
+                    sender = f"bench-{label}-{concurrency}-{index}-{uuid.uuid4().hex[:12]}"
                 text = messages[(index * 31 + turn) % len(messages)]
                 turn += 1
                 started = time.perf_counter()
-                try:
-                    response = await http.post(url, json={"sender": sender, "message": text})
-                    if response.status_code != 200 or not response.json():
-                        errors += 1
-                except httpx.HTTPError:
+                if not await send(sender, text):
                     errors += 1
                 latencies.append(time.perf_counter() - started)
 
         started = time.monotonic()
-        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        deadline = started + SECONDS_PER_RUN
+        await asyncio.gather(*(worker(i, deadline) for i in range(concurrency)))
         seconds = time.monotonic() - started
+    return _run(label, concurrency, latencies, errors, seconds)
+
+
+def _run(label: str, concurrency: int, latencies: list[float], errors: int, seconds: float) -> Run:
     return Run(
         target=label,
         concurrency=concurrency,
@@ -148,118 +268,593 @@ async def _closed_loop(url: str, concurrency: int, messages: list[str], label: s
     )
 
 
-def _plot(runs: list[Run], path: Path) -> None:
+class WidgetTab:
+    """One widget client speaking Rasa's socket.io protocol, as the web chat widget does."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.replies: asyncio.Queue[tuple[float, dict[str, Any]]] = asyncio.Queue()
+        self.confirmed = asyncio.Event()
+        self.sio.on("session_confirm", self._confirm)
+        self.sio.on("bot_uttered", self._reply)
+
+    async def _confirm(self, _session: str) -> None:
+        self.confirmed.set()
+
+    async def _reply(self, data: dict[str, Any]) -> None:
+        self.replies.put_nowait((time.perf_counter(), data))
+
+    async def connect(self) -> None:
+        """Open the websocket."""
+        await self.sio.connect(
+            self.url, transports=["websocket"], headers={"Origin": self.url}, wait_timeout=TURN_TIMEOUT
+        )
+
+    async def new_session(self) -> str:
+        """Start a new conversation (a new browser session id)."""
+        session = uuid.uuid4().hex
+        self.confirmed.clear()
+        await self.sio.emit("session_request", {"session_id": session})
+        await asyncio.wait_for(self.confirmed.wait(), TURN_TIMEOUT)
+        return session
+
+    async def turn(self, session: str, text: str) -> tuple[float, bool]:
+        """Send one message; the seconds to the first reply and whether it was a proper answer."""
+        while not self.replies.empty():  # late replies of an earlier turn
+            self.replies.get_nowait()
+        started = time.perf_counter()
+        await self.sio.emit("user_uttered", {"message": text, "session_id": session})
+        try:
+            arrived, first = await asyncio.wait_for(self.replies.get(), TURN_TIMEOUT)
+        except TimeoutError:
+            return TURN_TIMEOUT, False
+        ok = (first.get("metadata") or {}).get("lotse", {}).get("key") not in ERROR_KEYS
+        # The app emits all replies of a turn together: let the rest arrive before the next message,
+        # so they are not taken for the next turn's answer. This wait is not part of the latency.
+        while True:
+            try:
+                _, more = await asyncio.wait_for(self.replies.get(), 0.03)
+            except TimeoutError:
+                break
+            ok = ok and (more.get("metadata") or {}).get("lotse", {}).get("key") not in ERROR_KEYS
+        return arrived - started, ok
+
+    async def close(self) -> None:
+        """Close the websocket."""
+        await self.sio.disconnect()
+
+
+async def _closed_loop_socketio(url: str, concurrency: int, messages: list[str], label: str) -> Run:
+    latencies: list[float] = []
+    errors = 0
+    budget = MAX_REQUESTS_PER_RUN
+    tabs = [WidgetTab(url) for _ in range(concurrency)]
+    await asyncio.gather(*(tab.connect() for tab in tabs))
+    try:
+
+        async def worker(index: int, deadline: float) -> None:
+            nonlocal errors, budget
+            tab = tabs[index]
+            turn = 0
+            session = ""
+            while time.monotonic() < deadline and budget > 0:
+                budget -= 1
+                if turn % TURNS_PER_CONVERSATION == 0:
+                    session = await tab.new_session()
+                text = messages[(index * 31 + turn) % len(messages)]
+                turn += 1
+                seconds, ok = await tab.turn(session, text)
+                errors += not ok
+                latencies.append(seconds)
+
+        started = time.monotonic()
+        deadline = started + SECONDS_PER_RUN
+        await asyncio.gather(*(worker(i, deadline) for i in range(concurrency)))
+        seconds = time.monotonic() - started
+    finally:
+        await asyncio.gather(*(tab.close() for tab in tabs), return_exceptions=True)
+    return _run(label, concurrency, latencies, errors, seconds)
+
+
+async def _open_loop(url: str, rate: float, messages: list[str], label: str) -> RateRun:
+    """Poisson arrivals at ``rate`` per second for SECONDS_PER_RATE; latency counts from the arrival."""
+    rng = random.Random(int(rate * 100))  # the same arrivals for every target at a given rate
+    arrivals: list[float] = []
+    at = rng.expovariate(rate)
+    while at < SECONDS_PER_RATE:
+        arrivals.append(at)
+        at += rng.expovariate(rate)
+    idle: deque[tuple[str, int]] = deque()
+    latencies: list[float] = []
+    errors = 0
+    last_done = 0.0
+    in_flight: set[asyncio.Task[None]] = set()
+    async with httpx.AsyncClient(timeout=TURN_TIMEOUT, limits=_limits(MAX_IN_FLIGHT)) as http:
+        send = _rest_sender(http, url)
+        start = time.perf_counter()
+
+        async def one(arrival: float, sender: str, turn: int) -> None:
+            nonlocal errors, last_done
+            ok = await send(sender, messages[(zlib.crc32(sender.encode()) + turn) % len(messages)])
+            done = time.perf_counter()
+            last_done = max(last_done, done)
+            latencies.append(done - (start + arrival))
+            errors += not ok
+            if turn + 1 < TURNS_PER_CONVERSATION:
+                idle.append((sender, turn + 1))
+
+        for arrival in arrivals:
+            delay = start + arrival - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if len(in_flight) >= MAX_IN_FLIGHT:
+                errors += 1
+                continue
+            # A conversation is never asked twice at once: a client waits for the answer.
+            sender, turn = idle.popleft() if idle else (f"open-{label}-{uuid.uuid4().hex[:12]}", 0)
+            task = asyncio.create_task(one(arrival, sender, turn))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+        if in_flight:
+            _done, pending = await asyncio.wait(set(in_flight), timeout=DRAIN_SECONDS)
+            for task in pending:
+                task.cancel()
+                errors += 1
+    seconds = max(SECONDS_PER_RATE, last_done - start)
+    return RateRun(
+        target=label,
+        rate=rate,
+        sent=len(arrivals),
+        completed=len(latencies),
+        errors=errors,
+        seconds=round(seconds, 1),
+        throughput=round(len(latencies) / seconds, 1),
+        p50_ms=_percentile(latencies, 0.50),
+        p95_ms=_percentile(latencies, 0.95),
+        p99_ms=_percentile(latencies, 0.99),
+    )
+
+
+def _rates() -> Iterator[float]:
+    """5 and 10 per second, then steps of 2.5 (the knee is found to that resolution)."""
+    yield 5.0
+    yield 10.0
+    rate = 12.5
+    while rate <= MAX_RATE:
+        yield rate
+        rate += 2.5
+
+
+def _sweep(url: str, messages: list[str], label: str) -> Sweep:
+    """Rate after rate until p95 passes one second (or errors appear, or MAX_RATE)."""
+    sweep = Sweep(target=label)
+    for rate in _rates():
+        run = asyncio.run(_open_loop(url, rate, messages, label))
+        sweep.runs.append(run)
+        print(
+            f"  open loop {label:22s} {rate:5.1f}/s: p95 {run.p95_ms:7.1f} ms, "
+            f"{run.throughput:5.1f} turns/s, {run.errors} errors",
+            flush=True,
+        )
+        if run.p95_ms > SATURATED_P95_MS or run.errors:
+            break
+        time.sleep(1)  # let the last answers settle before the next rate
+    return sweep
+
+
+def _wait(url: str, check: str, timeout: float, process: subprocess.Popen[bytes], log: Path) -> None:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if process.poll() is not None:
+            raise SystemExit(f"a process exited early; see {log}:\n{log.read_text(errors='replace')[-2000:]}")
+        try:
+            response = httpx.get(url, timeout=2)
+            if response.status_code == 200 and check in response.text:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"{url} did not become ready within {timeout:.0f} s; see {log}")
+
+
+def _cpu_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def _wait_idle(pid: int, *, deadline: float) -> None:
+    """Wait until a process and its children (Sanic workers) use no CPU for two seconds."""
+    while time.monotonic() < deadline:
+        try:
+            children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        except OSError:
+            children = []
+        before = [_cpu_ticks(p) for p in [pid, *children]]
+        time.sleep(2)
+        after = [_cpu_ticks(p) for p in [pid, *children]]
+        if all(b - a <= 5 for a, b in zip(before, after, strict=True)):  # at most 50 ms of CPU
+            return
+    raise SystemExit("the engine's workers did not settle (still loading the model?)")
+
+
+class Stack:
+    """An engine (one or more Sanic workers) and the app in front of it, as separate processes."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        model: Path,
+        workdir: Path,
+        env: dict[str, str],
+        endpoints: Path | None = None,
+        workers: int = 1,
+    ) -> None:
+        self.name = name
+        self.model = model
+        self.app_port, self.engine_port = _free_port(), _free_port()
+        self.endpoints = endpoints
+        self.workers = workers
+        self.env = engine_env()
+        self.env.update(
+            {
+                "APP_PORT": str(self.app_port),
+                "ENGINE_PORT": str(self.engine_port),
+                "LOTSE_ENGINE_URL": f"http://127.0.0.1:{self.engine_port}",
+                "LOTSE_ACTION_ENDPOINT": f"http://127.0.0.1:{self.app_port}/webhook",
+                "LOTSE_PUBLIC_URL": f"http://127.0.0.1:{self.app_port}",
+                "LOTSE_SCHEDULER": "off",
+                "SANIC_WORKERS": str(workers),
+                **env,
+            }
+        )
+        self.logs = workdir / f"{name}-engine.log", workdir / f"{name}-app.log"
+        self.engine: subprocess.Popen[bytes] | None = None
+        self.app: subprocess.Popen[bytes] | None = None
+        self.startup_seconds = 0.0
+
+    @property
+    def app_url(self) -> str:
+        """The app's base URL."""
+        return f"http://127.0.0.1:{self.app_port}"
+
+    @property
+    def engine_url(self) -> str:
+        """The engine's base URL."""
+        return f"http://127.0.0.1:{self.engine_port}"
+
+    def start(self) -> Stack:
+        """Start both, wait for every engine worker and the first answer through the app."""
+        subprocess.run(
+            [sys.executable, "-m", "bot", "db-upgrade"], env=self.env, check=True, capture_output=True
+        )
+        started = time.monotonic()
+        self.engine = subprocess.Popen(
+            engine_command(self.model, self.engine_port, endpoints=self.endpoints),
+            env=self.env,
+            stdout=self.logs[0].open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        self.app = subprocess.Popen(
+            [sys.executable, "-m", "bot", "serve"],
+            env=self.env,
+            stdout=self.logs[1].open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        _wait(f"{self.app_url}/health", '"state":"up","url"', 600, self.engine, self.logs[0])
+        first = httpx.post(
+            f"{self.app_url}/webhooks/rest/webhook", json={"sender": "first", "message": "Hallo"}, timeout=60
+        )
+        first.raise_for_status()
+        self.startup_seconds = round(time.monotonic() - started, 1)
+        # Each Sanic worker loads the model on its own and accepts connections only once it has it;
+        # the first one answering says nothing of the others. A worker is ready when it is idle.
+        _wait_idle(self.engine.pid, deadline=time.monotonic() + 600)
+        return self
+
+    def rss(self) -> dict[str, float]:
+        """Resident memory of engine (with its workers) and app, in MB."""
+        assert self.engine is not None and self.app is not None
+        return {"engine": _rss_mb(self.engine.pid), "app": _rss_mb(self.app.pid)}
+
+    def peak(self) -> PeakMemory:
+        """A sampler of both processes' memory while a load runs."""
+        assert self.engine is not None and self.app is not None
+        return PeakMemory({"engine": self.engine.pid, "app": self.app.pid})
+
+    def stop(self) -> None:
+        """Terminate both (kill after a grace period)."""
+        for process in (self.app, self.engine):
+            if process is not None and process.poll() is None:
+                process.terminate()
+        for process in (self.app, self.engine):
+            if process is None:
+                continue
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+
+@contextmanager
+def _postgres_databases(*names: str) -> Iterator[list[str]]:
+    """Fresh databases on the machine's PostgreSQL server, dropped afterwards."""
+    from sqlalchemy import create_engine, text
+
+    admin_url = os.environ.get(
+        "LOTSE_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    )
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    suffix = uuid.uuid4().hex[:8]
+    created = [f"lotse_bench_{name}_{suffix}" for name in names]
+    with admin.connect() as connection:
+        for database in created:
+            connection.execute(text(f'CREATE DATABASE "{database}"'))
+    try:
+        yield [admin_url.rsplit("/", 1)[0] + f"/{database}" for database in created]
+    finally:
+        with admin.connect() as connection:
+            for database in created:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _production_env(app_db: str, tracker_db: str) -> dict[str, str]:
+    """What endpoints.production.yml and the app read in the production mode, on loopback."""
+    from sqlalchemy.engine import make_url
+
+    tracker = make_url(tracker_db)
+    redis_host = os.environ.get("LOTSE_BENCH_REDIS_HOST", "127.0.0.1")
+    return {
+        "LOTSE_DATABASE_URL": app_db,
+        "LOTSE_TRACKER_URL": tracker_db,
+        "LOTSE_TRACKER_HOST": tracker.host or "127.0.0.1",
+        "LOTSE_TRACKER_PORT": str(tracker.port or 5432),
+        "LOTSE_TRACKER_DB": tracker.database or "",
+        "LOTSE_TRACKER_USER": tracker.username or "postgres",
+        "LOTSE_TRACKER_PASSWORD": tracker.password or "",
+        "LOTSE_REDIS_HOST": redis_host,
+        "LOTSE_REDIS_PORT": "6379",
+        "LOTSE_REDIS_URL": f"redis://{redis_host}:6379/0",
+    }
+
+
+def _model() -> Path:
+    # LOTSE_BENCH_MODEL pins a model (as LOTSE_TEST_MODEL does for the tests); else the current one.
+    pinned = os.environ.get("LOTSE_BENCH_MODEL")
+    return Path(pinned) if pinned else train()
+
+
+def _training_seconds(model: Path) -> float | None:
+    record = model.with_name(model.name + ".seconds")
+    try:
+        return float(record.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _closed_loops(stack: Stack, levels: tuple[int, ...], messages: list[str], suffix: str = "") -> list[Run]:
+    """Each level straight to the engine, through the app's REST channel and through socket.io."""
+    runs: list[Run] = []
+    engine_rest, app_rest = (
+        f"{stack.engine_url}/webhooks/rest/webhook",
+        f"{stack.app_url}/webhooks/rest/webhook",
+    )
+    for level in levels:
+        for run in (
+            asyncio.run(_closed_loop_rest(engine_rest, level, messages, f"engine{suffix}")),
+            asyncio.run(_closed_loop_rest(app_rest, level, messages, f"app{suffix}")),
+            asyncio.run(_closed_loop_socketio(stack.app_url, level, messages, f"app-socketio{suffix}")),
+        ):
+            runs.append(run)
+            print(
+                f"  closed loop {run.target:24s} x{level:<3d} p95 {run.p95_ms:7.1f} ms, "
+                f"{run.throughput:5.1f} turns/s, {run.errors} errors",
+                flush=True,
+            )
+    return runs
+
+
+def _default_stage(
+    model: Path, workdir: Path, messages: list[str]
+) -> tuple[dict[str, Any], list[Run], list[Sweep]]:
+    """Stack 1, as `make run` starts it: closed loops, then open-loop sweeps to the engine and the app."""
+    print("stack 1: engine (SQLite tracker store) and app (SQLite), as `make run` starts them", flush=True)
+    stack = Stack(
+        name="default",
+        model=model,
+        workdir=workdir,
+        env={
+            "LOTSE_DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
+            "LOTSE_TRACKER_DB": str(workdir / "tracker.db"),
+            "LOTSE_TRACKER_URL": f"sqlite:///{workdir / 'tracker.db'}",
+        },
+    )
+    try:
+        stack.start()
+        figures: dict[str, Any] = {
+            "startup_to_first_answer_s": stack.startup_seconds,
+            "rss_mb_at_rest": stack.rss(),
+        }
+        with stack.peak() as peak:
+            runs = _closed_loops(stack, LEVELS, messages)
+            sweeps = [
+                _sweep(f"{stack.engine_url}/webhooks/rest/webhook", messages, "engine"),
+                _sweep(f"{stack.app_url}/webhooks/rest/webhook", messages, "app"),
+            ]
+        figures["rss_mb_peak_under_load"] = peak.peak
+        figures["rss_mb_after_load"] = stack.rss()
+    finally:
+        stack.stop()
+    return figures, runs, sweeps
+
+
+def _production_stage(
+    model: Path, workdir: Path, messages: list[str], workers: int
+) -> tuple[dict[str, Any], list[Run], Sweep]:
+    """Stack 2 with one or two engine workers: the open-loop sweep through the app (and, with one
+    worker, socket.io through the Redis manager beside REST at 10 conversations)."""
+    print(f"stack 2: production mode with {workers} engine worker(s): PostgreSQL, Redis", flush=True)
+    with _postgres_databases("app", "tracker") as (app_db, tracker_db):
+        stack = Stack(
+            name=f"production-{workers}",
+            model=model,
+            workdir=workdir,
+            env=_production_env(app_db, tracker_db),
+            endpoints=PRODUCTION_ENDPOINTS,
+            workers=workers,
+        )
+        try:
+            stack.start()
+            at_rest = stack.rss()
+            label = f"app, {workers} engine worker{'s' if workers > 1 else ''}"
+            with stack.peak() as peak:
+                sweep = _sweep(f"{stack.app_url}/webhooks/rest/webhook", messages, label)
+                runs = _closed_loops(stack, (10,), messages, suffix="-production") if workers == 1 else []
+        finally:
+            stack.stop()
+    figures = {
+        "startup_to_first_answer_s": stack.startup_seconds,
+        "rss_mb_at_rest": at_rest,
+        "rss_mb_peak_under_load": peak.peak,
+        "max_rate_p95_under_500ms": sweep.max_rate_under_target,
+        "sustained_throughput": sweep.sustained_throughput,
+    }
+    return figures, runs, sweep
+
+
+def main() -> None:
+    """Start the stacks one after the other, measure, print and write the results."""
+    model = _model()
+    began = time.monotonic()
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
+    workdir = Path(tempfile.mkdtemp(prefix="lotse-bench-"))
+    messages = client_messages()
+    figures, runs, sweeps = _default_stage(model, workdir, messages)
+    scaling: dict[str, Any] = {}
+    for workers in (1, 2):
+        scaling[str(workers)], more_runs, sweep = _production_stage(model, workdir, messages, workers)
+        runs += more_runs
+        sweeps.append(sweep)
+    one, two = scaling["1"]["max_rate_p95_under_500ms"], scaling["2"]["max_rate_p95_under_500ms"]
+    scaling["ratio_two_to_one"] = round(two / one, 2) if one else None
+    by_target = {s.target: s for s in sweeps}
+    engine_max, app_max = by_target["engine"].max_rate_under_target, by_target["app"].max_rate_under_target
+    result: dict[str, Any] = {
+        "model": model.name,
+        "training_seconds": _training_seconds(model),
+        "cpu_count": os.cpu_count(),
+        "seconds_per_run": SECONDS_PER_RUN,
+        "seconds_per_rate": SECONDS_PER_RATE,
+        "turns_per_conversation": TURNS_PER_CONVERSATION,
+        # Other work on the machine shows here; the figures are only as quiet as the machine was.
+        "load_average_at_start": load_at_start,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        **figures,
+        "runs": [asdict(r) for r in runs],
+        "open_loop": {
+            s.target: {
+                "max_rate_p95_under_500ms": s.max_rate_under_target,
+                "sustained_throughput": s.sustained_throughput,
+                "runs": [asdict(r) for r in s.runs],
+            }
+            for s in sweeps
+        },
+        "app_max_rate_share_of_engine": round(app_max / engine_max, 2) if engine_max else None,
+        "scaling": scaling,
+        "bench_seconds": round(time.monotonic() - began),
+    }
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    _plot_closed(runs, OUT / "latency.png")
+    _plot_open(sweeps, OUT / "open-loop.png")
+    _print(result, runs, sweeps)
+
+
+def _print(result: dict[str, Any], runs: list[Run], sweeps: list[Sweep]) -> None:
+    print(
+        f"\nstart-up to first answer: {result['startup_to_first_answer_s']} s; training: "
+        f"{result['training_seconds']} s; RSS MB at rest {result['rss_mb_at_rest']}, peak under load "
+        f"{result['rss_mb_peak_under_load']}, after load {result['rss_mb_after_load']}"
+    )
+    print("\nclosed loop")
+    print("| level | target | turns | errors | turns/s | p50 ms | p95 ms | p99 ms | p95 ÷ engine p95 |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in runs:
+        engine = next((e for e in runs if e.target == "engine" and e.concurrency == r.concurrency), None)
+        ratio = f"{r.p95_ms / engine.p95_ms:.2f}" if engine and r is not engine and engine.p95_ms else ""
+        print(
+            f"| {r.concurrency} | {r.target} | {r.requests} | {r.errors} | {r.throughput} | {r.p50_ms} "
+            f"| {r.p95_ms} | {r.p99_ms} | {ratio} |"
+        )
+    print("\nopen loop (Poisson arrivals)")
+    print("| target | rate/s | sent | errors | turns/s | p50 ms | p95 ms | p99 ms |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for sweep in sweeps:
+        for o in sweep.runs:
+            print(
+                f"| {o.target} | {o.rate} | {o.sent} | {o.errors} | {o.throughput} | {o.p50_ms} | {o.p95_ms} "
+                f"| {o.p99_ms} |"
+            )
+    print("\n| target | highest rate with p95 < 500 ms | sustained turns/s (p95 ≤ 1 s) |")
+    print("| --- | ---: | ---: |")
+    for sweep in sweeps:
+        print(f"| {sweep.target} | {sweep.max_rate_under_target} | {sweep.sustained_throughput} |")
+    print(
+        f"\napp's highest rate ÷ engine's: {result['app_max_rate_share_of_engine']}; "
+        f"two engine workers ÷ one: {result['scaling'].get('ratio_two_to_one')}; "
+        f"the whole bench took {result['bench_seconds']} s"
+    )
+
+
+def _plot_closed(runs: list[Run], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
-    for target, marker in (("engine", "o"), ("app", "s")):
-        points = [r for r in runs if r.target == target]
+    fig, ax = plt.subplots(figsize=(7.5, 3.8), dpi=110)
+    for target, marker in (("engine", "o"), ("app", "s"), ("app-socketio", "^")):
+        points = [r for r in runs if r.target == target and r.concurrency in LEVELS]
+        xs = [r.concurrency for r in points]
+        (line,) = ax.plot(xs, [r.p95_ms for r in points], marker=marker, label=f"{target} p95")
         ax.plot(
-            [r.concurrency for r in points], [r.p95_ms for r in points], marker=marker, label=f"{target} p95"
-        )
-        ax.plot(
-            [r.concurrency for r in points],
-            [r.p50_ms for r in points],
-            marker=marker,
-            linestyle="--",
-            label=f"{target} p50",
+            xs, [r.p50_ms for r in points], marker=marker, linestyle="--", color=line.get_color(), alpha=0.6
         )
     ax.set_xscale("log")
     ax.set_xticks(list(LEVELS), [str(level) for level in LEVELS])
-    ax.set_xlabel("concurrent conversations (closed loop)")
+    ax.set_xlabel("concurrent conversations (closed loop); dashed: p50")
     ax.set_ylabel("latency per turn (ms)")
-    ax.set_title("Bot-turn latency: through the app vs. straight to the engine")
+    ax.set_title("Bot-turn latency: straight to the engine, through the app (REST, socket.io)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
-def main() -> None:
-    """Start engine and app, measure, print and write the results."""
-    model = train()
-    workdir = Path(tempfile.mkdtemp(prefix="lotse-bench-"))
-    app_port, engine_port = _free_port(), _free_port()
-    env = engine_env()
-    env.update(
-        {
-            "APP_PORT": str(app_port),
-            "ENGINE_PORT": str(engine_port),
-            "LOTSE_ENGINE_URL": f"http://127.0.0.1:{engine_port}",
-            "LOTSE_ACTION_ENDPOINT": f"http://127.0.0.1:{app_port}/webhook",
-            "LOTSE_DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
-            "LOTSE_TRACKER_DB": str(workdir / "tracker.db"),
-            "LOTSE_TRACKER_URL": f"sqlite:///{workdir / 'tracker.db'}",
-            "LOTSE_SCHEDULER": "off",
-        }
-    )
-    subprocess.run([sys.executable, "-m", "bot", "db-upgrade"], env=env, check=True, capture_output=True)
-    logs = (workdir / "engine.log").open("wb"), (workdir / "app.log").open("wb")
-    started = time.monotonic()
-    engine = subprocess.Popen(
-        engine_command(model, engine_port), env=env, stdout=logs[0], stderr=subprocess.STDOUT
-    )
-    app = subprocess.Popen(
-        [sys.executable, "-m", "bot", "serve"], env=env, stdout=logs[1], stderr=subprocess.STDOUT
-    )
-    try:
-        _wait(f"http://127.0.0.1:{app_port}/health", '"state":"up","url"', 240)
-        first = httpx.post(
-            f"http://127.0.0.1:{app_port}/webhooks/rest/webhook",
-            json={"sender": "first", "message": "Hallo"},
-            timeout=30,
-        )
-        first.raise_for_status()
-        startup_seconds = round(time.monotonic() - started, 1)
-        rest = {"engine": _rss_mb(engine.pid), "app": _rss_mb(app.pid)}
-        messages = _messages()
-        runs: list[Run] = []
-        for level in LEVELS:
-            for label, url in (
-                ("engine", f"http://127.0.0.1:{engine_port}/webhooks/rest/webhook"),
-                ("app", f"http://127.0.0.1:{app_port}/webhooks/rest/webhook"),
-            ):
-                runs.append(asyncio.run(_closed_loop(url, level, messages, label)))
-                print(f"  {label:6s} x{level:<3d} done", flush=True)
-        loaded = {"engine": _rss_mb(engine.pid), "app": _rss_mb(app.pid)}
-    finally:
-        for process in (app, engine):
-            process.terminate()
-        for process in (app, engine):
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-    OUT.mkdir(parents=True, exist_ok=True)
-    result = {
-        "model": model.name,
-        "seconds_per_run": SECONDS_PER_RUN,
-        "cpu_count": os.cpu_count(),
-        "startup_to_first_answer_s": startup_seconds,
-        "rss_mb_at_rest": rest,
-        "rss_mb_after_load": loaded,
-        "runs": [asdict(r) for r in runs],
-    }
-    (OUT / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    _plot(runs, OUT / "latency.png")
-    print(f"\nstart-up to first answer: {startup_seconds} s; RSS at rest {rest} MB, after load {loaded} MB")
-    print(
-        "| level | target | requests | errors | turns/s | p50 ms | p95 ms | p99 ms | app p95 / engine p95 |"
-    )
-    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for level in LEVELS:
-        pair = {r.target: r for r in runs if r.concurrency == level}
-        ratio = pair["app"].p95_ms / pair["engine"].p95_ms if pair["engine"].p95_ms else float("nan")
-        for target in ("engine", "app"):
-            r = pair[target]
-            shown = f"{ratio:.2f}" if target == "app" else ""
-            print(
-                f"| {level} | {target} | {r.requests} | {r.errors} | {r.throughput} | {r.p50_ms} "
-                f"| {r.p95_ms} | {r.p99_ms} | {shown} |"
-            )
+def _plot_open(sweeps: list[Sweep], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 3.8), dpi=110)
+    for sweep in sweeps:
+        ax.plot([r.rate for r in sweep.runs], [r.p95_ms for r in sweep.runs], marker="o", label=sweep.target)
+    ax.axhline(TARGET_P95_MS, color="grey", linestyle=":", linewidth=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("offered rate (turns per second, Poisson arrivals)")
+    ax.set_ylabel("p95 latency (ms)")
+    ax.set_title("Open loop: p95 by offered rate (dotted: 500 ms)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

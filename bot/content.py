@@ -187,6 +187,8 @@ def _load_yaml(path: Path) -> Any:
         raise ContentError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise ContentError(f"{path}: invalid YAML: {exc}") from None
+    except ValueError as exc:  # PyYAML builds dates such as 2026-02-30 without converting the error
+        raise ContentError(f"{path}: invalid value: {exc}") from None
 
 
 def _check_url(where: str, url: Any) -> str:
@@ -349,7 +351,8 @@ def _load_consent(directory: Path, reference: dict[str, str]) -> ConsentPolicy:
         raise ContentError(f"{path}: retention_days must be a whole number of days (1-3650)")
     versions: dict[str, tuple[ConsentVersion, ...]] = {}
     for scope in CONSENT_SCOPES:
-        raw = (data["scopes"].get(scope) or {}).get("versions")
+        entry_of_scope = data["scopes"].get(scope)
+        raw = entry_of_scope.get("versions") if isinstance(entry_of_scope, dict) else None
         if not isinstance(raw, list) or not raw:
             raise ContentError(f"{path}: scope {scope!r} needs at least one version")
         parsed = []

@@ -6,6 +6,7 @@ Jobs are module-level functions in bot.jobs taking primitive arguments, with exp
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -16,6 +17,8 @@ from bot.storage.database import sync_url
 
 JOB_TABLE = "scheduled_jobs"
 RETENTION_JOB = "retention-purge"
+STORE_POLL_SECONDS = 5.0
+"""How often the owner looks into the job store for jobs that other app replicas added."""
 
 
 def build_scheduler(settings: Settings) -> AsyncIOScheduler:
@@ -40,3 +43,14 @@ def schedule_retention(scheduler: AsyncIOScheduler, settings: Settings, *, days:
         next_run_time=datetime.now(UTC) + timedelta(minutes=1),
         kwargs={"database_url": settings.database_url, "tracker_url": settings.tracker_url, "days": days},
     )
+
+
+def poll_job_store(scheduler: AsyncIOScheduler, *, every: float = STORE_POLL_SECONDS) -> asyncio.Task[None]:
+    """Wake the scheduler regularly: APScheduler 3 sees at once only the jobs its own process adds."""
+
+    async def poll() -> None:
+        while True:
+            await asyncio.sleep(every)
+            scheduler.wakeup()
+
+    return asyncio.create_task(poll(), name="job-store-poll")

@@ -62,14 +62,6 @@ class DeepTranslator:
 
         if self.name == "google":
             return deep_translator.GoogleTranslator(source=source, target=target)
-        if self.name == "libre":
-            # deep-translator insists on a key even for servers that need none.
-            return deep_translator.LibreTranslator(
-                source=source,
-                target=target,
-                api_key=self._key or "unused",
-                custom_url=(self._url or "").rstrip("/") + "/",
-            )
         if self.name == "deepl":
             return deep_translator.DeeplTranslator(
                 api_key=self._key, source=source, target=target, use_free_api=True
@@ -78,10 +70,26 @@ class DeepTranslator:
             return deep_translator.MicrosoftTranslator(api_key=self._key, source=source, target=target)
         raise TranslationUnavailable(f"unknown provider {self.name!r}")
 
+    def _libre(self, text: str, source: str, target: str) -> str:
+        """LibreTranslate's HTTP API directly: deep-translator's client rejects languages the server
+        knows (Ukrainian, Persian) and waits without a timeout."""
+        import httpx
+
+        form = {"q": text, "source": source, "target": target, "format": "text"}
+        if self._key:
+            form["api_key"] = self._key
+        response = httpx.post((self._url or "").rstrip("/") + "/translate", data=form, timeout=30.0)
+        response.raise_for_status()
+        translated = response.json().get("translatedText")
+        return translated if isinstance(translated, str) else ""
+
     def translate(self, text: str, source: str, target: str) -> str:
         """Translate with the provider; any provider or network error becomes TranslationUnavailable."""
         try:
-            result = self._client(source, target).translate(text)
+            if self.name == "libre":
+                result = self._libre(text, source, target)
+            else:
+                result = self._client(source, target).translate(text)
         except TranslationUnavailable:
             raise
         except Exception as exc:  # deep-translator raises many unrelated types (requests, its own)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -17,6 +18,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_SENDER_CHARS = 128
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def parse_body(raw: bytes, *, max_chars: int) -> tuple[str, str, dict[str, Any]]:
@@ -49,6 +51,9 @@ def parse_body(raw: bytes, *, max_chars: int) -> tuple[str, str, dict[str, Any]]
         raise InputRejected("'metadata' must be a JSON object")
     if "\x00" in message or "\x00" in sender:
         raise InputRejected("text must not contain NUL characters")
+    if _LONE_SURROGATE.search(message) or _LONE_SURROGATE.search(sender):
+        # JSON escapes can carry half of a UTF-16 pair; it cannot be stored or sent on as UTF-8
+        raise InputRejected("text must not contain lone surrogates (\\ud800-\\udfff escapes)")
     return sender, message, metadata
 
 

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 CHANNEL = "widget"
 SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 HISTORY_LIMIT = 200
+REDIS_CHANNEL = "lotse-socketio"
+"""The Redis pub/sub channel the app replicas share for socket.io emits."""
 
 
 def bot_uttered(message: OutboundMessage) -> dict[str, Any]:
@@ -41,11 +43,23 @@ def bot_uttered(message: OutboundMessage) -> dict[str, Any]:
 class WidgetChannel:
     """Socket.io events in, bot_uttered out to every tab of the same session (a room)."""
 
-    def __init__(self, router: ConversationRouter, database: Database, *, allowed_origins: list[str]) -> None:
+    def __init__(
+        self,
+        router: ConversationRouter,
+        database: Database,
+        *,
+        allowed_origins: list[str],
+        redis_url: str | None = None,
+    ) -> None:
         self.router = router
         self.database = database
+        self.redis_url = redis_url
+        # With several app replicas, an emit to a session's room travels through Redis to the
+        # replica that holds the socket; without Redis, rooms live in this process only.
+        manager = socketio.AsyncRedisManager(redis_url, channel=REDIS_CHANNEL) if redis_url else None
         self.server = socketio.AsyncServer(
             async_mode="asgi",
+            client_manager=manager,
             cors_allowed_origins=allowed_origins,
             max_http_buffer_size=64 * 1024,
             ping_interval=20,
@@ -53,6 +67,16 @@ class WidgetChannel:
         )
         self.server.on("session_request", self.session_request)
         self.server.on("user_uttered", self.user_uttered)
+
+    async def start(self) -> None:
+        """Listen on Redis from start-up, not only after this replica's first socket connects."""
+        if self.redis_url and not self.server.manager_initialized:
+            self.server.manager_initialized = True
+            self.server.manager.initialize()
+
+    async def send(self, session_id: str, message: OutboundMessage) -> None:
+        """Deliver one reply to every tab of a widget session, on whichever replica its sockets are."""
+        await self.server.emit("bot_uttered", bot_uttered(message), room=session_id)
 
     async def session_request(self, sid: str, data: Any) -> None:
         """Confirm (or create) the session and join its room."""
@@ -85,7 +109,7 @@ class WidgetChannel:
             language_hint=hint,
         )
         for outbound in await self.router.replies_or_apology(inbound):
-            await self.server.emit("bot_uttered", bot_uttered(outbound), room=session_id)
+            await self.send(session_id, outbound)
 
     async def history(self, request: Request) -> JSONResponse:
         """GET /widget/history/{session_id}: the conversation of this browser session, in order."""

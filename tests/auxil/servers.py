@@ -71,8 +71,9 @@ class EngineProcess:
         """Base URL of the engine's HTTP API."""
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 180.0) -> EngineProcess:
-        """Start the engine and wait until its model is loaded."""
+    def start(self, timeout: float | None = None) -> EngineProcess:
+        """Start the engine and wait until its model is loaded (LOTSE_TEST_ENGINE_TIMEOUT: busy machines)."""
+        timeout = timeout or float(os.environ.get("LOTSE_TEST_ENGINE_TIMEOUT", "180"))
         env = engine_env()
         env["LOTSE_ACTION_ENDPOINT"] = self.action_endpoint
         env["LOTSE_TRACKER_DB"] = str(self.tracker_db)
