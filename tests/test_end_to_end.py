@@ -93,7 +93,9 @@ def test_two_misunderstandings_offer_a_person(live: LiveStack) -> None:
     assert _lotse(first[0])["key"] == "fallback.rephrase"
     assert _lotse(second[0])["key"] == "fallback.offer_human"
     accepted = live.rest("/affirm", sender=sender)
-    assert _lotse(accepted[0])["key"] == "handoff.contacts"
+    # the bot explains what would be shared with whom and asks for consent before any ticket exists
+    assert _lotse(accepted[0])["key"] == "handoff.explain"
+    assert _lotse(accepted[1])["key"].startswith("consent.handoff.")
 
 
 def test_every_message_is_stored_in_order(live: LiveStack) -> None:
