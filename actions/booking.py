@@ -159,7 +159,10 @@ class ValidateBookingForm(Action):
         picked = choice(tracker)
         intent = intent_of(tracker)
         text = (tracker.latest_message.get("text") or "").strip()
-        if picked.get("abort") or (intent in ABORT_INTENTS and not picked):
+        # An abort intent counts only when the message does not answer the step: the NLU may read
+        # "Я живу в Падерборні" as goodbye, yet it names the town that was asked for.
+        answers = requested is not None and self._answers(str(requested), text)
+        if picked.get("abort") or (intent in ABORT_INTENTS and not picked and not answers):
             say(dispatcher, "booking.aborted")
             return [*clear_booking(), ActiveLoop(None)]
         events: list[EventType] = []
@@ -171,6 +174,15 @@ class ValidateBookingForm(Action):
             return []
         result: list[EventType] = await handler(dispatcher, tracker, picked, text, intent)
         return result
+
+    def _answers(self, requested: str, text: str) -> bool:
+        """Whether free text answers the asked step (a town, or an age in digits)."""
+        directory = self.context.booking.directory
+        if requested == "booking_town":
+            return bool(directory.match_town(text) or directory.is_outside(text))
+        if requested == "booking_age":
+            return age_years(text) is not None
+        return False
 
     def _prefill(self, tracker: Tracker, text: str, intent: str) -> list[EventType]:
         events: list[EventType] = []

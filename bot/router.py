@@ -134,7 +134,8 @@ class ConversationRouter:
                 author="client",
                 kind=inbound.kind,
                 text=inbound.text[: self.max_chars * 2],
-                language=detection.language if detection.usable else None,
+                # Too short to detect: the conversation's language, so the console translates it too.
+                language=detection.language if detection.usable else decision.language,
             )
             pending, status = conversation.pending, conversation.status
             earlier = []
