@@ -15,6 +15,11 @@ Reported: p50/p95/p99 per level and rate, the app's overhead as a ratio, the hig
 stays under 500 ms, sustained throughput until p95 passes one second, resident memory (RSS) of engine
 and app at rest and under load, training time and start-up time to the first answer. Every loop is
 bounded in time and count. Results: docs/bench/results.json and two charts beside it.
+
+Needs PostgreSQL on 127.0.0.1:5432 (trust authentication; LOTSE_BENCH_POSTGRES_URL) and Redis on
+127.0.0.1:6379 for the second stack, as the tests do. LOTSE_BENCH_MODEL pins a model file; by default
+the current one is used (trained first if the training data changed). BENCH_SECONDS and
+BENCH_RATE_SECONDS shorten or lengthen each closed-loop level and open-loop rate.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ from bot.training import CONFIG, engine_command, engine_env, train
 OUT = Path(os.environ.get("LOTSE_BENCH_OUT") or ROOT / "docs" / "bench")
 LEVELS = (1, 10, 50)
 SECONDS_PER_RUN = float(os.environ.get("BENCH_SECONDS", "10"))
-SECONDS_PER_RATE = float(os.environ.get("BENCH_RATE_SECONDS", "8"))
+SECONDS_PER_RATE = float(os.environ.get("BENCH_RATE_SECONDS", "12"))
 MAX_REQUESTS_PER_RUN = 5000
 TURNS_PER_CONVERSATION = 8
 """A conversation ends after this many turns and a new one starts: real ones are short, and the
@@ -359,12 +364,10 @@ async def _closed_loop_socketio(url: str, concurrency: int, messages: list[str],
 
 async def _open_loop(url: str, rate: float, messages: list[str], label: str) -> RateRun:
     """Poisson arrivals at ``rate`` per second for SECONDS_PER_RATE; latency counts from the arrival."""
+    # Exactly rate x seconds arrivals at uniformly random times: a Poisson process given its count, so
+    # bursts are as in real traffic but a short run offers the rate it is labelled with.
     rng = random.Random(int(rate * 100))  # the same arrivals for every target at a given rate
-    arrivals: list[float] = []
-    at = rng.expovariate(rate)
-    while at < SECONDS_PER_RATE:
-        arrivals.append(at)
-        at += rng.expovariate(rate)
+    arrivals = sorted(rng.uniform(0, SECONDS_PER_RATE) for _ in range(round(rate * SECONDS_PER_RATE)))
     idle: deque[tuple[str, int]] = deque()
     latencies: list[float] = []
     errors = 0
@@ -417,13 +420,13 @@ async def _open_loop(url: str, rate: float, messages: list[str], label: str) -> 
 
 
 def _rates() -> Iterator[float]:
-    """5 and 10 per second, then steps of 2.5 (the knee is found to that resolution)."""
-    yield 5.0
-    yield 10.0
-    rate = 12.5
+    """One more turn per second up to 10, then two more: one engine worker answers about 10 turns per
+    second, and a queue in front of one server passes 500 ms at p95 well before that."""
+    yield from (2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0)
+    rate = 12.0
     while rate <= MAX_RATE:
         yield rate
-        rate += 2.5
+        rate += 2.0
 
 
 def _sweep(url: str, messages: list[str], label: str) -> Sweep:
@@ -516,6 +519,7 @@ class Stack:
         self.engine: subprocess.Popen[bytes] | None = None
         self.app: subprocess.Popen[bytes] | None = None
         self.startup_seconds = 0.0
+        self.rss_at_rest: dict[str, float] = {}
 
     @property
     def app_url(self) -> str:
@@ -551,10 +555,28 @@ class Stack:
         )
         first.raise_for_status()
         self.startup_seconds = round(time.monotonic() - started, 1)
+        self.rss_at_rest = self.rss()  # started and answered once; before the warm-up's turns
         # Each Sanic worker loads the model on its own and accepts connections only once it has it;
         # the first one answering says nothing of the others. A worker is ready when it is idle.
         _wait_idle(self.engine.pid, deadline=time.monotonic() + 600)
+        asyncio.run(self._warm_up())
         return self
+
+    async def _warm_up(self) -> None:
+        """A few turns before measuring: the first ones of each engine worker (TensorFlow) and of the
+        app (connection pools) are slow. New connections each time, so every worker gets some."""
+        messages = client_messages()
+        limits = httpx.Limits(max_connections=4, max_keepalive_connections=0)
+        async with httpx.AsyncClient(timeout=TURN_TIMEOUT, limits=limits) as http:
+            for url, turns in ((self.engine_url, 8 * self.workers), (self.app_url, 12)):
+                send = _rest_sender(http, f"{url}/webhooks/rest/webhook")
+                for start in range(0, turns, 4):
+                    await asyncio.gather(
+                        *(
+                            send(f"warm-up-{uuid.uuid4().hex[:12]}", messages[i])
+                            for i in range(start, start + 4)
+                        )
+                    )
 
     def rss(self) -> dict[str, float]:
         """Resident memory of engine (with its workers) and app, in MB."""
@@ -679,7 +701,7 @@ def _default_stage(
         stack.start()
         figures: dict[str, Any] = {
             "startup_to_first_answer_s": stack.startup_seconds,
-            "rss_mb_at_rest": stack.rss(),
+            "rss_mb_at_rest": stack.rss_at_rest,
         }
         with stack.peak() as peak:
             runs = _closed_loops(stack, LEVELS, messages)
@@ -711,8 +733,7 @@ def _production_stage(
         )
         try:
             stack.start()
-            at_rest = stack.rss()
-            label = f"app, {workers} engine worker{'s' if workers > 1 else ''}"
+            label = f"app, production, {workers} engine worker{'s' if workers > 1 else ''}"
             with stack.peak() as peak:
                 sweep = _sweep(f"{stack.app_url}/webhooks/rest/webhook", messages, label)
                 runs = _closed_loops(stack, (10,), messages, suffix="-production") if workers == 1 else []
@@ -720,7 +741,7 @@ def _production_stage(
             stack.stop()
     figures = {
         "startup_to_first_answer_s": stack.startup_seconds,
-        "rss_mb_at_rest": at_rest,
+        "rss_mb_at_rest": stack.rss_at_rest,
         "rss_mb_peak_under_load": peak.peak,
         "max_rate_p95_under_500ms": sweep.max_rate_under_target,
         "sustained_throughput": sweep.sustained_throughput,
