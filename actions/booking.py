@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rasa_sdk import Action, Tracker
@@ -306,7 +306,7 @@ class ValidateBookingForm(Action):
             say(dispatcher, "booking.slot_past")
             return [SlotSet("booking_slot", None), SlotSet("booking_after", None)]
         free = await self.context.booking.free_slots(
-            slot.service_id, after=slot.starts_at.replace(second=0) - _MINUTE, limit=1
+            slot.service_id, after=slot.starts_at.replace(second=0) - timedelta(minutes=1), limit=1
         )
         if not free or free[0].starts_at != slot.starts_at:
             say(dispatcher, "booking.slot_taken")
@@ -556,9 +556,6 @@ class SubmitBooking(Action):
             buttons=[{"key": "button.appointments", "payload": "/appointments"}],
         )
         return clear_booking()
-
-
-_MINUTE = __import__("datetime").timedelta(minutes=1)
 
 
 def build_booking_actions(context: BookingContext) -> list[Action]:

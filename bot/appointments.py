@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from datetime import datetime
 
 from bot.booking import BookingError, BookingService, Slot, SlotTaken
-from bot.channels.base import Attachment, Button, OutboundMessage
+from bot.channels.base import Attachment, Button
 from bot.data_rights import Outcome, Turn
 from bot.storage.models import Appointment
 from bot.texts import TextService
@@ -103,7 +104,7 @@ class AppointmentsDialogue:
             buttons.append(Button(title=title, payload=payload))
         key = "appointments.move_choose" if slots else "booking.no_slots"
         message = await self.texts.message(key, turn.language, params=self.booking.describe(appointment))
-        return Outcome(replies=[OutboundMessage(**{**message.__dict__, "buttons": tuple(buttons)})])
+        return Outcome(replies=[replace(message, buttons=tuple(buttons))])
 
     async def move_to(self, turn: Turn, appointment_id: str, slot_key: str) -> Outcome:
         """Move to the chosen time; a time taken meanwhile offers the next ones."""
@@ -119,7 +120,7 @@ class AppointmentsDialogue:
         params = {**self.booking.describe(moved), "calendar": self.booking.ics_url(moved.id)}
         message = await self.texts.message("appointments.moved", turn.language, params=params)
         attachment = await self.attachment(moved.id)
-        return Outcome(replies=[OutboundMessage(**{**message.__dict__, "attachment": attachment})])
+        return Outcome(replies=[replace(message, attachment=attachment)])
 
     async def _own(self, turn: Turn, appointment_id: str) -> Appointment | None:
         async with self.booking.database.unit_of_work() as session:

@@ -21,7 +21,7 @@ from bot.errors import LotseError
 from bot.outbox import Outbox
 from bot.privacy import audit
 from bot.storage.database import Database
-from bot.storage.models import Appointment, Conversation, Reminder, utcnow
+from bot.storage.models import Appointment, Conversation, Reminder, as_utc, utcnow
 from bot.texts import TextService
 
 log = logging.getLogger(__name__)
@@ -133,10 +133,10 @@ class BookingService:
                 )
                 .group_by(Appointment.location_id, Appointment.starts_at)
             )
-            taken = {(loc, _utc(starts)): int(count) for loc, starts, count in rows}
+            taken = {(loc, as_utc(starts)): int(count) for loc, starts, count in rows}
         slots: list[Slot] = []
         for starts, location in opening_slots(service, self.directory, after=start, until=now + HORIZON):
-            starts = _utc(starts)
+            starts = as_utc(starts)
             if starts <= start and after is not None:
                 continue
             if taken.get((location.id, starts), 0) >= service.capacity:
@@ -172,7 +172,7 @@ class BookingService:
         if not any(loc.id == slot.location_id for loc in service.locations):
             raise BookingError(f"unknown location {slot.location_id!r}")
         valid = {
-            (loc.id, _utc(s))
+            (loc.id, as_utc(s))
             for s, loc in opening_slots(
                 service,
                 self.directory,
@@ -235,7 +235,7 @@ class BookingService:
             return []
         reminders = []
         for lead in REMINDER_LEADS:
-            due = _utc(appointment.starts_at) - timedelta(minutes=lead)
+            due = as_utc(appointment.starts_at) - timedelta(minutes=lead)
             if due <= now:
                 continue
             reminder = Reminder(appointment_id=appointment.id, lead_minutes=lead, due_at=due)
@@ -253,7 +253,7 @@ class BookingService:
             self.scheduler.add_job(
                 "bot.jobs:send_reminder",
                 "date",
-                run_date=_utc(reminder.due_at),
+                run_date=as_utc(reminder.due_at),
                 id=f"reminder-{reminder.id}",
                 replace_existing=True,
                 coalesce=True,
@@ -369,7 +369,7 @@ class BookingService:
             conversation = await self._conversation(session, appointment)
             message = await self.reminder_message(appointment)
             reminder.status, reminder.sent_at = "sent", now
-            late = (now - _utc(reminder.due_at)).total_seconds()
+            late = (now - as_utc(reminder.due_at)).total_seconds()
             reminder.detail = f"late {late:.1f}s" if late > 1 else ""
             if conversation is not None:
                 self.outbox.store(session, conversation=conversation, message=message, author="system")
@@ -408,7 +408,7 @@ class BookingService:
             if service
             else None
         )
-        local = _utc(appointment.starts_at).astimezone(self.directory.timezone)
+        local = as_utc(appointment.starts_at).astimezone(self.directory.timezone)
         place = location.name if location else appointment.location_id
         if location is not None and location.address:
             place = f"{place}, {location.address}"
@@ -453,16 +453,11 @@ class BookingService:
             info = self.describe(appointment)
             event = Event()
             event.add("uid", f"{appointment.id}@lotse")
-            event.add("dtstamp", _utc(appointment.created_at))
-            event.add("dtstart", _utc(appointment.starts_at))
-            event.add("dtend", _utc(appointment.ends_at))
+            event.add("dtstamp", as_utc(appointment.created_at))
+            event.add("dtstart", as_utc(appointment.starts_at))
+            event.add("dtend", as_utc(appointment.ends_at))
             event.add("summary", f"{info['service']} – {info['organisation']}")
             event.add("location", info["place"])
             event.add("status", "CANCELLED" if appointment.status == "cancelled" else "CONFIRMED")
             calendar.add_component(event)
         return str(calendar.to_ical().decode("utf-8"))
-
-
-def _utc(stamp: datetime) -> datetime:
-    """Timezone-aware UTC (SQLite hands back naive datetimes)."""
-    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)

@@ -11,9 +11,10 @@ import logging
 import re
 import statistics
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,7 +27,7 @@ from bot.hub import EventHub
 from bot.outbox import Outbox
 from bot.privacy import audit
 from bot.storage.database import Database
-from bot.storage.models import Adviser, Client, Conversation, Message, Ticket, TicketEvent, utcnow
+from bot.storage.models import Adviser, Client, Conversation, Message, Ticket, TicketEvent, as_utc, utcnow
 from bot.texts import TextService
 from bot.translation import TranslationService
 
@@ -57,6 +58,7 @@ OUTCOMES = ("answered", "booked", "referred", "no_reply")
 STOP_WAITING = "/stop_waiting"
 RATE = re.compile(r'^/rate\s*\{\s*"rating"\s*:\s*"?(?P<n>[1-5])"?\s*\}$')
 DEFAULT_WAIT_MINUTES = 10
+_BERLIN = ZoneInfo("Europe/Berlin")
 
 
 class HandoffError(LotseError):
@@ -287,7 +289,7 @@ class HandoffService:
             )
         )
         waits = [
-            max(1.0, (_aware(claimed) - _aware(created)).total_seconds() / 60)
+            max(1.0, (as_utc(claimed) - as_utc(created)).total_seconds() / 60)
             for created, claimed in recent
             if claimed is not None
         ]
@@ -567,17 +569,10 @@ class HandoffService:
                 messages.append(await self.texts.message(key, ticket.language, buttons=buttons))
                 if status == "closed":
                     question = await self.texts.message("rating.ask", ticket.language)
-                    messages.append(
-                        OutboundMessage(
-                            text=question.text,
-                            language=question.language,
-                            content_key=question.content_key,
-                            machine_translated=question.machine_translated,
-                            buttons=tuple(
-                                Button(title="★" * n, payload=f'/rate{{"rating":{n}}}') for n in range(1, 6)
-                            ),
-                        )
+                    stars = tuple(
+                        Button(title="★" * n, payload=f'/rate{{"rating":{n}}}') for n in range(1, 6)
                     )
+                    messages.append(replace(question, buttons=stars))
                     conversation.pending = {"type": "rating", "ticket": ticket_id}
                 for message in messages:
                     self.outbox.store(session, conversation=conversation, message=message, author="system")
@@ -754,13 +749,3 @@ def _age_group(age: str | None) -> str | None:
     except (TypeError, ValueError):
         return None
     return "under27" if years < 27 else "27plus"
-
-
-def _aware(stamp: datetime) -> datetime:
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
-
-
-from zoneinfo import ZoneInfo  # noqa: E402
-
-_BERLIN = ZoneInfo("Europe/Berlin")
-_ = timedelta

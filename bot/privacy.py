@@ -19,6 +19,7 @@ from bot.storage.models import (
     Message,
     Ticket,
     Translation,
+    as_utc,
     utcnow,
 )
 
@@ -146,7 +147,7 @@ async def expired_clients(session: AsyncSession, *, days: int, now: datetime | N
     rows = await session.execute(select(Conversation.client_id, Conversation.updated_at))
     last: dict[str, datetime] = {}
     for client_id, updated in rows:
-        stamp = updated if updated.tzinfo else updated.replace(tzinfo=UTC)
+        stamp = as_utc(updated)
         last[client_id] = max(stamp, last.get(client_id, stamp))
     candidates = [client_id for client_id, stamp in last.items() if stamp < cutoff]
     if not candidates:

@@ -8,10 +8,10 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.console.auth import MIN_PASSWORD_LENGTH, aware, hash_password
+from bot.console.auth import MIN_PASSWORD_LENGTH, hash_password
 from bot.errors import LotseError
 from bot.privacy import audit
-from bot.storage.models import Adviser, AdviserSession, utcnow
+from bot.storage.models import Adviser, AdviserSession, as_utc, utcnow
 
 
 class AccountError(LotseError):
@@ -115,7 +115,7 @@ async def list_advisers(session: AsyncSession, *, organisation: str | None = Non
     now = utcnow()
     result = []
     for adviser in await session.scalars(query):
-        locked = adviser.locked_until is not None and aware(adviser.locked_until) > now
+        locked = adviser.locked_until is not None and as_utc(adviser.locked_until) > now
         result.append(
             AdviserInfo(
                 id=adviser.id,

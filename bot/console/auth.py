@@ -12,7 +12,7 @@ import hmac
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 
 from argon2 import PasswordHasher
@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.privacy import audit
 from bot.storage.database import Database
-from bot.storage.models import Adviser, AdviserSession, utcnow
+from bot.storage.models import Adviser, AdviserSession, as_utc, utcnow
 
 __all__ = [
     "AdviserAuth",
@@ -30,7 +30,6 @@ __all__ = [
     "ConsoleSession",
     "SessionPolicy",
     "actor",
-    "aware",
     "hash_password",
     "token_hash",
     "verify_password",
@@ -65,11 +64,6 @@ def _dummy_hash() -> str:
 def token_hash(token: str) -> str:
     """What the database stores of a session token."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def aware(moment: datetime) -> datetime:
-    """A database timestamp as timezone-aware UTC (SQLite hands back naive datetimes)."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def actor(adviser: Adviser) -> str:
@@ -125,7 +119,7 @@ class AdviserAuth:
                 audit(session, actor="console", action="console.login_failed", detail="unknown or disabled")
                 await session.commit()
                 return None
-            if adviser.locked_until is not None and aware(adviser.locked_until) > now:
+            if adviser.locked_until is not None and as_utc(adviser.locked_until) > now:
                 audit(session, actor=actor(adviser), action="console.login_refused", detail="locked")
                 await session.commit()
                 return None
@@ -183,8 +177,8 @@ class AdviserAuth:
             if row is None or row.ended_at is not None:
                 return None
             adviser = await session.get(Adviser, row.adviser_id)
-            idle = now - aware(row.last_seen_at) > self.policy.idle
-            too_old = now - aware(row.created_at) > self.policy.absolute
+            idle = now - as_utc(row.last_seen_at) > self.policy.idle
+            too_old = now - as_utc(row.created_at) > self.policy.absolute
             if adviser is None or not adviser.active or idle or too_old:
                 row.ended_at = now
                 if adviser is not None:
@@ -199,7 +193,7 @@ class AdviserAuth:
                 adviser=adviser,
                 token_hash=digest,
                 csrf_token=row.csrf_token,
-                created_at=aware(row.created_at),
+                created_at=as_utc(row.created_at),
             )
 
     async def logout(self, token: str | None) -> None:

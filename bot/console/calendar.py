@@ -13,9 +13,8 @@ from datetime import datetime
 
 from icalendar import Calendar, Event
 
-from bot.console.auth import aware
 from bot.console.labels import LANGUAGE_NAMES, TOPICS, label
-from bot.storage.models import Appointment, utcnow
+from bot.storage.models import Appointment, as_utc, utcnow
 
 
 def calendar_token(organisation: str, secret_key: str) -> str:
@@ -53,8 +52,8 @@ def feed(
         event = Event()
         event.add("uid", f"{appointment.id}@lotse.{organisation}")
         event.add("dtstamp", stamp)
-        event.add("dtstart", aware(appointment.starts_at))
-        event.add("dtend", aware(appointment.ends_at))
+        event.add("dtstart", as_utc(appointment.starts_at))
+        event.add("dtend", as_utc(appointment.ends_at))
         language = label(LANGUAGE_NAMES, appointment.language)
         event.add("summary", f"Beratungstermin ({language})")
         event.add("location", appointment.location_id)

@@ -18,8 +18,7 @@ from html import escape
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.console.auth import aware
-from bot.storage.models import Appointment, Message, Ticket
+from bot.storage.models import Appointment, Message, Ticket, as_utc
 
 DIMENSIONS = ("month", "organisation", "topic", "language")
 CSV_COLUMNS = (
@@ -89,7 +88,7 @@ class Figures:
 
 
 def _month(moment: datetime) -> str:
-    return aware(moment).strftime("%Y-%m")
+    return as_utc(moment).strftime("%Y-%m")
 
 
 async def collect(session: AsyncSession) -> Figures:
@@ -123,7 +122,7 @@ async def collect(session: AsyncSession) -> Figures:
         cell = cells[(_month(created), organisation, topic or "", language)]
         cell.handoffs += 1
         if claimed is not None:
-            cell.waits.append(max(0.0, (aware(claimed) - aware(created)).total_seconds() / 60))
+            cell.waits.append(max(0.0, (as_utc(claimed) - as_utc(created)).total_seconds() / 60))
         if rating is not None:
             cell.ratings.append(int(rating))
     bookings = await session.execute(

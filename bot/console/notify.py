@@ -9,10 +9,9 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 
-from bot.console.auth import aware
 from bot.console.labels import LANGUAGE_NAMES, TOPICS, label
 from bot.storage.database import Database
-from bot.storage.models import Ticket, utcnow
+from bot.storage.models import Ticket, as_utc, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -87,4 +86,4 @@ class TicketNotifier:
 def _minutes_since(moment: datetime | None) -> int:
     if moment is None:
         return 0
-    return max(0, int((utcnow() - aware(moment)).total_seconds() // 60))
+    return max(0, int((utcnow() - as_utc(moment)).total_seconds() // 60))

@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
 from bot.console import labels
-from bot.console.auth import AdviserAuth, Clock, ConsoleSession, SessionPolicy, actor, aware
+from bot.console.auth import AdviserAuth, Clock, ConsoleSession, SessionPolicy, actor
 from bot.console.calendar import calendar_token, feed, token_ok
 from bot.console.figures import chart_svg, collect, to_csv
 from bot.console.notify import TicketNotifier
@@ -40,7 +40,7 @@ from bot.hub import EventHub
 from bot.privacy import audit
 from bot.settings import Settings
 from bot.storage.database import Database
-from bot.storage.models import Adviser, Appointment, Message, Ticket, TicketNote, utcnow
+from bot.storage.models import Adviser, Appointment, Message, Ticket, TicketNote, as_utc, utcnow
 
 if TYPE_CHECKING:
     from bot.bootstrap import Services
@@ -157,14 +157,14 @@ class ConsoleHeaders:
 def _berlin(moment: datetime | None, pattern: str = "%d.%m.%Y %H:%M") -> str:
     if moment is None:
         return "–"
-    local = aware(moment).astimezone(BERLIN)
+    local = as_utc(moment).astimezone(BERLIN)
     return local.strftime(pattern.replace("%a", WEEKDAYS[local.weekday()]))
 
 
 def _minutes(start: datetime | None, end: datetime | None) -> int | None:
     if start is None or end is None:
         return None
-    return max(0, int((aware(end) - aware(start)).total_seconds() // 60))
+    return max(0, int((as_utc(end) - as_utc(start)).total_seconds() // 60))
 
 
 def _duration(minutes: int | None) -> str:
@@ -328,7 +328,7 @@ class Console:
             "status": ticket.status,
             "status_label": labels.label(labels.STATUS, ticket.status),
             "created": _berlin(ticket.created_at, "%d.%m. %H:%M"),
-            "created_at": aware(ticket.created_at).isoformat(),
+            "created_at": as_utc(ticket.created_at).isoformat(),
             "waited": _duration(_minutes(ticket.created_at, now if waiting else ticket.claimed_at)),
             "language": ticket.language,
             "language_label": labels.label(labels.LANGUAGE_NAMES, ticket.language),

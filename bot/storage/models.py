@@ -28,6 +28,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(stamp: datetime) -> datetime:
+    """A stored timestamp as timezone-aware UTC (SQLite hands back naive datetimes)."""
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+
+
 def new_id() -> str:
     """A random identifier that says nothing about the client."""
     return uuid.uuid4().hex
