@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.storage.models import ChannelIdentity, Client, Conversation, Message, utcnow
@@ -14,12 +14,26 @@ async def find_or_create(
     session: AsyncSession, *, channel: str, external_id: str
 ) -> tuple[Client, Conversation, bool]:
     """The client and open conversation behind a channel identity; True when the client is new."""
-    identity = await session.scalar(
-        select(ChannelIdentity).where(
-            ChannelIdentity.channel == channel, ChannelIdentity.external_id == external_id
+    # One round trip for the usual case (a known client with an open conversation on this channel).
+    row = (
+        await session.execute(
+            select(Client, Conversation)
+            .select_from(ChannelIdentity)
+            .join(Client, Client.id == ChannelIdentity.client_id)
+            .outerjoin(
+                Conversation,
+                and_(
+                    Conversation.client_id == Client.id,
+                    Conversation.channel == channel,
+                    Conversation.status != "closed",
+                ),
+            )
+            .where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == external_id)
+            .order_by(Conversation.created_at.desc())
+            .limit(1)
         )
-    )
-    if identity is None:
+    ).first()
+    if row is None:
         client = Client()
         session.add(client)
         await session.flush()
@@ -28,17 +42,7 @@ async def find_or_create(
         session.add(conversation)
         await session.flush()
         return client, conversation, True
-    client = await session.get_one(Client, identity.client_id)
-    open_conversation = await session.scalar(
-        select(Conversation)
-        .where(
-            Conversation.client_id == client.id,
-            Conversation.channel == channel,
-            Conversation.status != "closed",
-        )
-        .order_by(Conversation.created_at.desc())
-        .limit(1)
-    )
+    client, open_conversation = row
     if open_conversation is None:
         open_conversation = Conversation(client_id=client.id, channel=channel)
         session.add(open_conversation)

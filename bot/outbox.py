@@ -15,6 +15,8 @@ from bot.storage.models import ChannelIdentity, Conversation, Message
 log = logging.getLogger(__name__)
 
 UNDELIVERED = "undelivered"
+OUTBOX_AUTHORS = ("adviser", "system")
+"""Who writes through the outbox (adviser replies, reminders, hand-back and rating questions)."""
 
 
 class Outbox:
@@ -41,6 +43,8 @@ class Outbox:
         payload: dict[str, object] | None = None,
     ) -> Message:
         """Add the message to the conversation (the caller commits, then calls ``push``)."""
+        if author not in OUTBOX_AUTHORS:
+            raise ValueError(f"the outbox stores messages of {OUTBOX_AUTHORS}, not {author!r}")
         data = dict(payload or {})
         if message.buttons:
             data["buttons"] = [{"title": b.title, "payload": b.payload} for b in message.buttons]
@@ -86,7 +90,12 @@ async def take_undelivered(session: AsyncSession, conversation_id: str) -> list[
     rows = list(
         await session.scalars(
             select(Message)
-            .where(Message.conversation_id == conversation_id, Message.direction == "out")
+            .where(
+                Message.conversation_id == conversation_id,
+                Message.direction == "out",
+                # only the outbox stores for channels that cannot push, and never as the bot's turn reply
+                Message.author.in_(OUTBOX_AUTHORS),
+            )
             .order_by(Message.id.desc())
             .limit(50)
         )
