@@ -57,6 +57,8 @@ class Report:
     overall_oos_recall: float = 0.0
     overall_detection: float = 0.0
     seconds: float = 0.0
+    thresholds: list[dict[str, Any]] = field(default_factory=list)
+    """The fallback sweep: macro-F1 and out-of-scope recall for other FallbackClassifier settings."""
 
 
 def load_heldout(lang: str) -> dict[str, Any]:
@@ -83,6 +85,50 @@ def oos_recall(pairs: list[tuple[str, str]]) -> float:
     """Out-of-scope messages that were not answered as a topic (out_of_scope or nlu_fallback)."""
     oos = [p for t, p in pairs if t == "out_of_scope"]
     return sum(p in NOT_ANSWERED for p in oos) / len(oos) if oos else 1.0
+
+
+Ranking = list[tuple[str, float]]
+SWEEP = [(t, a) for t in (0.10, 0.15, 0.20, 0.25, 0.30) for a in (0.0, 0.05, 0.10, 0.15)]
+"""(threshold, ambiguity_threshold) pairs the sweep tries; the configured pair is marked in the report."""
+
+
+def with_fallback(ranking: Ranking, threshold: float, ambiguity: float) -> str:
+    """The intent Rasa's FallbackClassifier would give for a classifier ranking and these settings."""
+    ranked = sorted((r for r in ranking if r[0] != "nlu_fallback"), key=lambda r: -r[1])
+    if not ranked:
+        return "nlu_fallback"
+    top = ranked[0][1]
+    second = ranked[1][1] if len(ranked) > 1 else 0.0
+    if top < threshold or top - second < ambiguity:
+        return "nlu_fallback"
+    return ranked[0][0]
+
+
+def threshold_sweep(examples: dict[str, list[tuple[str, Ranking]]]) -> list[dict[str, Any]]:
+    """Per language and setting: macro-F1 and out-of-scope recall from the same rankings (no retraining)."""
+    rows = []
+    for threshold, ambiguity in SWEEP:
+        row: dict[str, Any] = {"threshold": threshold, "ambiguity": ambiguity, "languages": {}}
+        everything: list[tuple[str, str]] = []
+        for lang, items in examples.items():
+            pairs = [(truth, with_fallback(ranking, threshold, ambiguity)) for truth, ranking in items]
+            everything += pairs
+            scores = {"macro_f1": round(macro_f1(pairs), 3), "oos": round(oos_recall(pairs), 3)}
+            row["languages"][lang] = scores
+        row["macro_f1"] = round(macro_f1(everything), 3)
+        row["oos"] = round(oos_recall(everything), 3)
+        row["min_f1"] = min(v["macro_f1"] for v in row["languages"].values()) if row["languages"] else 0.0
+        rows.append(row)
+    return rows
+
+
+def fallback_settings(config: Path) -> tuple[float, float]:
+    """The FallbackClassifier's threshold and ambiguity threshold in the engine's config."""
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    for component in data.get("pipeline", []):
+        if component.get("name") == "FallbackClassifier":
+            return float(component.get("threshold", 0.3)), float(component.get("ambiguity_threshold", 0.1))
+    return 0.0, 0.0
 
 
 def evaluate(parse: Callable[[str], str], detector: LanguageDetector) -> Report:
@@ -193,6 +239,25 @@ def render_markdown(report: Report, *, fingerprint: str, training_seconds: str) 
         "![macro-F1 per language](f1.png)",
         "",
     ]
+    if report.thresholds:
+        configured = fallback_settings(ROOT / "config" / "engine" / "config.yml")
+        lines += [
+            "## Fallback settings",
+            "",
+            "The same classifier rankings scored with other FallbackClassifier settings (threshold, "
+            "ambiguity threshold): lower settings answer more and fall back less, higher ones send more "
+            "out-of-scope messages to the fallback. ◀ marks the configured pair.",
+            "",
+            "| threshold | ambiguity | overall macro-F1 | lowest language macro-F1 | out-of-scope recall |",
+            "| ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for row in report.thresholds:
+            mark = " ◀" if (row["threshold"], row["ambiguity"]) == configured else ""
+            lines.append(
+                f"| {row['threshold']:.2f} | {row['ambiguity']:.2f} | {row['macro_f1']:.3f} "
+                f"| {row['min_f1']:.3f} | {row['oos']:.3f}{mark} |"
+            )
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -245,11 +310,24 @@ def main() -> None:
             time.sleep(0.5)
         with httpx.Client(base_url=url, timeout=30) as http:
 
+            rankings: dict[str, Ranking] = {}
+
             def parse(text: str) -> str:
-                return str(http.post("/model/parse", json={"text": text}).json()["intent"]["name"])
+                result = http.post("/model/parse", json={"text": text}).json()
+                rankings[text] = [(str(r["name"]), float(r["confidence"])) for r in result["intent_ranking"]]
+                return str(result["intent"]["name"])
 
             content = load_content(ROOT / "content")
             report = evaluate(parse, LanguageDetector(content.lexicons["de"].embedded_terms))
+            examples = {
+                lang: [
+                    (intent, rankings[str(example)])
+                    for intent, items in load_heldout(lang)["intents"].items()
+                    for example in items
+                ]
+                for lang in LANGUAGES
+            }
+            report.thresholds = threshold_sweep(examples)
     finally:
         process.terminate()
         process.wait(timeout=30)
