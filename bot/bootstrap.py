@@ -23,6 +23,7 @@ from bot.language import LanguageDetector
 from bot.lexicon import LexiconMatcher
 from bot.outbox import Outbox
 from bot.privacy import TrackerEraser
+from bot.proposals import ProposalService
 from bot.router import ConversationRouter
 from bot.routing import RoutingRules, Situation, load_routing, route
 from bot.settings import Settings
@@ -51,6 +52,7 @@ class Services:
     directory: Directory
     booking: BookingService
     appointments: AppointmentsDialogue
+    proposals: ProposalService
     telegram: TelegramChannel | None = None
 
     async def close(self) -> None:
@@ -113,6 +115,17 @@ def bootstrap(
         outbox=outbox,
         chooser=chooser,
     )
+    rights.on_revoked = handoff.revoked
+    proposals = ProposalService(
+        database=database,
+        booking=booking,
+        appointments=appointments,
+        handoff=handoff,
+        rights=rights,
+        consent=consent,
+        texts=texts,
+        hub=hub,
+    )
     router = ConversationRouter(
         database=database,
         engine=engine,
@@ -126,6 +139,7 @@ def bootstrap(
         handoff=handoff,
         outbox=outbox,
         appointments=appointments,
+        proposals=proposals,
         default_language=settings.default_language,
         max_chars=settings.max_message_chars,
     )
@@ -161,6 +175,7 @@ def bootstrap(
         directory=directory,
         booking=booking,
         appointments=appointments,
+        proposals=proposals,
     )
 
 

@@ -14,7 +14,7 @@ from bot.channels.base import Attachment, OutboundMessage
 from bot.consent import ConsentPrompt, ConsentRequest, ConsentService, text_hash
 from bot.content import CONSENT_SCOPES
 from bot.lexicon import LexiconMatcher
-from bot.privacy import TrackerEraser, audit, erase, export
+from bot.privacy import Revocation, TrackerEraser, audit, erase, export, revoke
 from bot.storage.database import Database
 from bot.storage.models import Client, ConsentEvent, Conversation
 from bot.texts import TextService
@@ -64,6 +64,8 @@ class DataRightsDialogue:
         self.trackers = trackers
         self.continuations: dict[str, Continuation] = {}
         """What happens after a consent answer whose question named a ``then`` action (handoff, refer)."""
+        self.on_revoked: Callable[[Revocation], Awaitable[None]] | None = None
+        """Told after a withdrawal closed or detached tickets (the console's live queue listens)."""
 
     def answer_of(self, text: str) -> bool | None:
         """True for yes, False for no, None for anything else (buttons or free text, any language)."""
@@ -148,7 +150,9 @@ class DataRightsDialogue:
             withdrawn = await self.consent.withdraw_all(
                 session, client_id=turn.client_id, language=turn.language, channel=turn.channel
             )
+            revocation = Revocation()
             if withdrawn:
+                revocation = await revoke(session, turn.client_id, withdrawn)
                 audit(
                     session,
                     actor="client",
@@ -159,10 +163,18 @@ class DataRightsDialogue:
             await session.commit()
         if not withdrawn:
             return Outcome(replies=[await self.texts.message("consent.none_active", turn.language)])
+        if revocation.tickets and self.on_revoked is not None:
+            try:
+                await self.on_revoked(revocation)
+            except Exception:  # the withdrawal is stored; a missed live update only delays the console
+                log.exception("could not announce a revocation")
         scopes = await self._scopes(withdrawn, turn.language)
-        return Outcome(
-            replies=[await self.texts.message("consent.withdrawn", turn.language, params={"scopes": scopes})]
-        )
+        replies = [await self.texts.message("consent.withdrawn", turn.language, params={"scopes": scopes})]
+        if revocation.closed:
+            replies.append(await self.texts.message("consent.withdrawn_handoff", turn.language))
+        if revocation.appointments:
+            replies.append(await self.texts.message("consent.withdrawn_booking", turn.language))
+        return Outcome(replies=replies)
 
     async def ask_consent(
         self, turn: Turn, request: ConsentRequest, *, then: dict[str, Any] | None = None

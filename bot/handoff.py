@@ -25,7 +25,7 @@ from bot.data_rights import DataRightsDialogue, Outcome, Turn
 from bot.errors import LotseError, TranslationUnavailable
 from bot.hub import EventHub
 from bot.outbox import Outbox
-from bot.privacy import audit
+from bot.privacy import Revocation, audit
 from bot.storage.database import Database
 from bot.storage.models import Adviser, Client, Conversation, Message, Ticket, TicketEvent, as_utc, utcnow
 from bot.texts import TextService
@@ -506,6 +506,27 @@ class HandoffService:
             payload={"original": text, "adviser": adviser.id, "translate": translate},
         )
 
+    async def propose(
+        self,
+        ticket_id: int,
+        adviser: Adviser,
+        message: OutboundMessage,
+        *,
+        payload: dict[str, object],
+        detail: str,
+    ) -> Message:
+        """An appointment proposal (slot buttons, built by bot/proposals.py), delivered like a reply and
+        recorded as a ``proposed`` ticket event."""
+        stored = await self._deliver(ticket_id, adviser, message, payload=payload)
+        async with self.database.unit_of_work() as session:
+            session.add(
+                TicketEvent(
+                    ticket_id=ticket_id, kind="proposed", actor=f"adviser:{adviser.id}", detail=detail[:200]
+                )
+            )
+            await session.commit()
+        return stored
+
     async def send_module(self, ticket_id: int, adviser: Adviser, key: str) -> Message:
         """A prepared text module in its authored translation."""
         if not key.startswith("module.") or key not in self.texts.content.texts["de"]:
@@ -590,6 +611,13 @@ class HandoffService:
         await self.hub.publish(
             adviser.organisation, {"type": f"ticket.{status}", "ticket": ticket_id, "outcome": outcome}
         )
+
+    async def revoked(self, revocation: Revocation) -> None:
+        """A client withdrew consent: their tickets leave the organisations' consoles live."""
+        closed = set(revocation.closed)
+        for organisation, ticket_id in revocation.tickets:
+            kind = "ticket.closed" if (organisation, ticket_id) in closed else "ticket.withdrawn"
+            await self.hub.publish(organisation, {"type": kind, "ticket": ticket_id, "outcome": "withdrawn"})
 
     async def refer(self, ticket_id: int, adviser: Adviser, target: str) -> None:
         """Ask the client whether the case may go to another organisation; nothing moves before a yes."""

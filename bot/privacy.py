@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.storage.models import (
+    Appointment,
     AuditEntry,
     ChannelIdentity,
     Client,
@@ -18,6 +20,7 @@ from bot.storage.models import (
     Conversation,
     Message,
     Ticket,
+    TicketEvent,
     Translation,
     as_utc,
     utcnow,
@@ -113,6 +116,81 @@ async def erase(session: AsyncSession, client_id: str) -> list[str]:
     await session.execute(delete(ChannelIdentity).where(ChannelIdentity.client_id == client_id))
     await session.execute(delete(Client).where(Client.id == client_id))
     return conversation_ids
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """What a withdrawal took back from the organisations."""
+
+    tickets: tuple[tuple[str, int], ...] = ()
+    """(organisation, ticket id) of every ticket the organisation can no longer read."""
+    closed: tuple[tuple[str, int], ...] = ()
+    """The subset that was still waiting or with an adviser and is now closed."""
+    appointments: int = 0
+    """Booked appointments whose name and contact were removed from the organisation's view."""
+
+
+def _organisations(events: list[ConsentEvent], scopes: set[str]) -> set[str] | None:
+    """The organisations whose grant of one of ``scopes`` went; None means every organisation."""
+    organisations: set[str] = set()
+    for event in events:
+        if event.scope not in scopes:
+            continue
+        organisation = event.target_organisation if event.scope == "referral" else event.organisation
+        if not organisation:
+            return None
+        organisations.add(organisation)
+    return organisations
+
+
+async def revoke(session: AsyncSession, client_id: str, withdrawn: list[ConsentEvent]) -> Revocation:
+    """Take back what the withdrawn consents had shared; the caller commits.
+
+    Handoff or referral withdrawn: the organisation's tickets of this client are detached from the
+    conversation (advisers no longer see its messages, the summary or who it was); a ticket still waiting
+    or with an adviser is closed as "withdrawn" and the conversation returns to the bot. The tickets stay,
+    empty, for the anonymous figures, as after an erasure. Internal notes stay: they are the
+    organisation's own record. Booking withdrawn: booked appointments stay reserved for the client, but
+    name and contact disappear from the organisation's list. Reminder consent is checked when each
+    reminder is due (`BookingService.send_reminder`), so nothing is needed here.
+    """
+    tickets: list[tuple[str, int]] = []
+    closed: list[tuple[str, int]] = []
+    sharing = _organisations(withdrawn, {"handoff", "referral"})
+    if sharing is None or sharing:
+        query = select(Ticket).where(Ticket.client_id == client_id)
+        if sharing is not None:
+            query = query.where(Ticket.organisation.in_(sharing))
+        for ticket in await session.scalars(query):
+            if ticket.status in ("waiting", "claimed"):
+                ticket.status, ticket.outcome, ticket.closed_at = "closed", "withdrawn", utcnow()
+                closed.append((ticket.organisation, ticket.id))
+                if ticket.conversation_id is not None:
+                    conversation = await session.get(Conversation, ticket.conversation_id)
+                    if conversation is not None and conversation.status != "bot":
+                        conversation.status = "bot"
+            session.add(
+                TicketEvent(ticket_id=ticket.id, kind="withdrawn", actor="client", detail="consent withdrawn")
+            )
+            ticket.client_id, ticket.conversation_id, ticket.summary = None, None, None
+            tickets.append((ticket.organisation, ticket.id))
+    booking = _organisations(withdrawn, {"booking"})
+    appointments = 0
+    if booking is None or booking:
+        statement = (
+            update(Appointment)
+            .where(
+                Appointment.client_id == client_id,
+                Appointment.status == "booked",
+                Appointment.name.is_not(None) | Appointment.contact.is_not(None),
+            )
+            .values(name=None, contact=None)
+        )
+        if booking is not None:
+            statement = statement.where(Appointment.organisation.in_(booking))
+        result = await session.execute(statement)
+        appointments = int(getattr(result, "rowcount", 0) or 0)
+    return Revocation(tickets=tuple(tickets), closed=tuple(closed), appointments=appointments)
 
 
 class TrackerEraser:

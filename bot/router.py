@@ -22,6 +22,7 @@ from bot.handoff import ADVISER, STOP_WAITING, WAITING, HandoffRequest, HandoffS
 from bot.language import LanguageDecision, LanguageDetector, decide_language
 from bot.lexicon import LexiconMatcher
 from bot.outbox import Outbox, take_undelivered
+from bot.proposals import PROPOSAL, ProposalService
 from bot.storage.database import Database
 from bot.storage.models import Conversation, Message
 from bot.texts import TextService
@@ -45,6 +46,8 @@ ENGINE_COMMANDS = {
 ROUTER_COMMANDS = ("/privacy", "/delete", "/language")
 """Channel commands the router answers itself."""
 PRIVACY_ACTIONS = ("overview", "export", "delete", "withdraw")
+HANDOFF_PRIVACY_PAYLOADS = {"/show_my_data": "export", "/withdraw_consent": "withdraw"}
+"""Data-rights buttons the router answers itself while the conversation is with an adviser."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +57,13 @@ class RouterReply:
     conversation_id: str
     language: str
     messages: list[OutboundMessage]
+    forwarded: bool = False
+    """The message went to the organisation's console (queue or adviser); the bot does not answer it."""
+
+
+@dataclass(kw_only=True)
+class _Forwarded(Outcome):
+    """The outcome of a message handed to the handoff while the conversation is not the bot's."""
 
 
 class ConversationRouter:
@@ -71,6 +81,7 @@ class ConversationRouter:
         handoff: HandoffService,
         outbox: Outbox,
         appointments: AppointmentsDialogue,
+        proposals: ProposalService | None = None,
         default_language: str = "de",
         max_chars: int = 4000,
     ) -> None:
@@ -83,6 +94,8 @@ class ConversationRouter:
         self.rights.continuations["engine"] = self._continue_in_engine
         self.handoff = handoff
         self.appointments = appointments
+        self.proposals = proposals
+        """Taps on an adviser's appointment proposal (bot/proposals.py), answered in every state."""
         self.outbox = outbox
         self.default_language = default_language
         self.max_chars = max_chars
@@ -153,10 +166,13 @@ class ConversationRouter:
 
         outcome = await self._answer(inbound, turn, decision, chosen, pending, status)
 
+        forwarded = False
         if not outcome.erased:
             async with self.database.unit_of_work() as session:
                 stored = await session.get(Conversation, turn.conversation_id)
                 if stored is not None:
+                    # Still with the queue or an adviser afterwards: the message reached the console.
+                    forwarded = isinstance(outcome, _Forwarded) and stored.status in (WAITING, ADVISER)
                     for reply in outcome.replies:
                         add_message(
                             session,
@@ -176,6 +192,7 @@ class ConversationRouter:
             conversation_id=turn.conversation_id,
             language=decision.language,
             messages=earlier + outcome.replies,
+            forwarded=forwarded,
         )
 
     async def _answer(
@@ -215,6 +232,9 @@ class ConversationRouter:
             resolved = await self.rights.resolve_pending(turn, dict(pending))
             if resolved is not None:
                 return resolved
+        if self.proposals is not None and PROPOSAL.match(text.strip()):
+            # Before the handoff forwarding: the client taps the adviser's proposal while talking to them.
+            return await self.proposals.choose(turn, text.strip())
         command = text.strip().split()[0].lower() if text.strip().startswith("/") else ""
         if command == "/privacy":
             return await self.rights.overview(turn)
@@ -222,8 +242,13 @@ class ConversationRouter:
             return await self.rights.ask_delete(turn)
         if command == "/language":
             return Outcome(replies=[await self._picker(lang)])
+        if status in (WAITING, ADVISER) and command in HANDOFF_PRIVACY_PAYLOADS:
+            # The privacy overview's buttons are engine intents; with an adviser they must not be forwarded.
+            action = HANDOFF_PRIVACY_PAYLOADS[command]
+            return await (self.rights.export(turn) if action == "export" else self.rights.withdraw(turn))
         if command == STOP_WAITING or status in (WAITING, ADVISER):
-            return await self.handoff.client_message(turn, status)
+            handed = await self.handoff.client_message(turn, status)
+            return handed if command == STOP_WAITING else _Forwarded(replies=handed.replies)
         if command == "/appointments" or _APPOINTMENT.match(text.strip()):
             return await self.appointments.handle(turn, text.strip())
         try:
@@ -394,14 +419,19 @@ class ConversationRouter:
 
     async def replies_or_apology(self, inbound: InboundMessage) -> list[OutboundMessage]:
         """The replies, or a localized apology when storage or anything else failed (logged first)."""
+        return (await self.reply_or_apology(inbound)).messages
+
+    async def reply_or_apology(self, inbound: InboundMessage) -> RouterReply:
+        """The whole reply (with the conversation's language), or an apology as in ``replies_or_apology``."""
         try:
-            return (await self.handle(inbound)).messages
+            return await self.handle(inbound)
         except StorageUnavailable:
             log.exception("storage unavailable while answering a %s message", inbound.channel)
-            return [await self.apology(inbound.language_hint, storage=True)]
+            apology = await self.apology(inbound.language_hint, storage=True)
         except Exception:
             log.exception("unexpected error while answering a %s message", inbound.channel)
-            return [await self.apology(inbound.language_hint)]
+            apology = await self.apology(inbound.language_hint)
+        return RouterReply(conversation_id="", language=apology.language, messages=[apology])
 
     async def apology(self, language_hint: str | None, *, storage: bool = False) -> OutboundMessage:
         """The reply when something failed before an answer existed."""

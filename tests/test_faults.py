@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ pytestmark = pytest.mark.engine
 log = logging.getLogger(__name__)
 
 ENDPOINT = "/webhooks/rest/webhook"
+REMINDER_SERVICE = "caritas-bueren-mbe"
 FAILURE_KEYS = frozenset({"engine.unavailable", "storage.unavailable", "error.generic"})
 """Content keys of the replies that say something went wrong."""
 PG_BIN = Path(os.environ.get("LOTSE_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -315,18 +317,17 @@ def assert_answered_messages_stored(load: Load, database_url: str) -> dict[str, 
     return stored
 
 
-# Durable state: what must be there after a crash. The integrator extends these two places once handoff
-# tickets and reminders exist: a seed step that creates a waiting ticket and a scheduled reminder before
-# the kill, and a query each in DURABLE_STATE (e.g. "tickets": "SELECT id, status FROM tickets",
-# "reminders": "SELECT id, appointment_id, due_at FROM reminders", and the reminder's job in
-# scheduled_jobs), which assert_durable_state_survived then checks.
+# Durable state: what must be there after a crash (every row committed before it).
 DURABLE_STATE: dict[str, str] = {
     "clients": "SELECT id, language FROM clients",
     "identities": "SELECT channel, external_id, client_id FROM channel_identities",
     "conversations": "SELECT id, client_id, channel FROM conversations",
     "messages": "SELECT id, conversation_id, direction, text FROM messages",
     "consent_events": "SELECT id, client_id, scope, action FROM consent_events",
-    "scheduled_jobs": "SELECT id FROM scheduled_jobs",
+    "scheduled_jobs": "SELECT id, next_run_time FROM scheduled_jobs",
+    "tickets": "SELECT id, organisation, status, conversation_id FROM tickets",
+    "appointments": "SELECT id, client_id, starts_at, status FROM appointments",
+    "reminders": "SELECT id, appointment_id, due_at, status FROM reminders",
 }
 
 
@@ -372,6 +373,123 @@ def assert_pending_question_survived(app: AppProcess, sender: str) -> None:
     assert lotse(replies[0])["key"] == "delete.cancelled", replies
 
 
+HANDOFF_SENDER = "kill-waiting"
+HANDOFF_QUESTION = "Які документи потрібні для визнання диплома?"
+
+
+def seed_waiting_ticket(app: AppProcess, database_url: str) -> int:
+    """A Ukrainian client who asked for a person and consented: a ticket waits in an organisation's queue."""
+    assert lotse(send(app, HANDOFF_SENDER, HANDOFF_QUESTION)[0])["language"] == "uk"
+    offered = send(app, HANDOFF_SENDER, "/adviser")
+    assert [lotse(r).get("key") for r in offered] == ["handoff.explain", "consent.handoff.v1"], offered
+    waiting = send(app, HANDOFF_SENDER, "/consent_yes")
+    assert lotse(waiting[0])["key"] == "consent.granted", waiting
+    rows = _rows(database_url, "SELECT id, status FROM tickets")
+    assert len(rows) == 1 and rows[0][1] == "waiting", rows
+    return int(rows[0][0])
+
+
+def _rows(database_url: str, query: str) -> list[tuple[Any, ...]]:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(text(query))]
+    finally:
+        engine.dispose()
+
+
+def seed_scheduled_reminders(database_url: str, tmp: Path) -> str:
+    """A booked appointment in three days with both reminders in the app's persistent job store."""
+
+    async def seed() -> str:
+        from bot import jobs
+        from bot.bootstrap import bootstrap
+        from bot.consent import ConsentPrompt, ConsentRequest, text_hash
+        from bot.conversations import find_or_create
+        from bot.scheduler import build_scheduler
+        from tests.conftest import make_settings
+
+        services = bootstrap(make_settings(tmp, LOTSE_DATABASE_URL=database_url))
+        scheduler = build_scheduler(services.settings)
+        try:
+            service = services.directory.services[REMINDER_SERVICE]
+            async with services.database.unit_of_work() as session:
+                client, conversation, _ = await find_or_create(
+                    session, channel="rest", external_id="kill-reminded"
+                )
+                client.language = "tr"
+                for scope, organisation in (("booking", service.organisation), ("reminders", "")):
+                    version = services.content.consent.current(scope)
+                    shown = f"{version.key} (fault test)"
+                    prompt = ConsentPrompt(
+                        request=ConsentRequest(scope=scope, organisation=organisation),
+                        text=shown,
+                        language="tr",
+                        version=version.version,
+                        text_id=version.text_id,
+                        text_hash=text_hash(shown),
+                    )
+                    await services.consent.record(
+                        session, client_id=client.id, prompt=prompt, granted=True, channel="rest"
+                    )
+                await session.commit()
+                client_id, conversation_id = client.id, conversation.id
+            jobs.bind(booking=services.booking)
+            scheduler.start(paused=True)  # only writes the jobs into the shared store; the app runs them
+            services.booking.scheduler = scheduler
+            after = datetime.now(UTC) + timedelta(days=3)
+            slot = (await services.booking.free_slots(REMINDER_SERVICE, limit=1, after=after))[0]
+            appointment = await services.booking.book(
+                client_id=client_id,
+                conversation_id=conversation_id,
+                channel="rest",
+                slot=slot,
+                language="tr",
+                topic="counselling",
+            )
+            return appointment.id
+        finally:
+            scheduler.shutdown(wait=False)
+            await services.close()
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    appointment = asyncio.run(seed())
+    rows = _rows(database_url, "SELECT id FROM scheduled_jobs WHERE id LIKE 'reminder-%'")
+    assert len(rows) == 2, rows
+    return appointment
+
+
+def assert_waiting_ticket_flows_after_restart(
+    app: AppProcess, database_url: str, tmp: Path, ticket: int
+) -> None:
+    """The ticket still waits; the client's message is queued; an adviser claims it and the reply arrives."""
+    rows = _rows(database_url, f"SELECT status FROM tickets WHERE id = {ticket}")
+    assert rows == [("waiting",)], rows
+    queued = send(app, HANDOFF_SENDER, "Я ще тут")
+    assert [lotse(r).get("key") for r in queued] == ["handoff.still_waiting"], queued
+
+    async def adviser_replies() -> None:
+        from bot.bootstrap import bootstrap
+        from tests.auxil.console import adviser
+        from tests.conftest import make_settings
+
+        desk = bootstrap(make_settings(tmp, LOTSE_DATABASE_URL=database_url))
+        try:
+            organisation = _rows(database_url, f"SELECT organisation FROM tickets WHERE id = {ticket}")[0][0]
+            dora = await adviser(desk, str(organisation), "dora-after-kill")
+            assert await desk.handoff.claim(ticket, dora)
+            await desk.handoff.send(ticket, dora, "Ich bin jetzt für Sie da.", translate=False)
+        finally:
+            await desk.close()
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    asyncio.run(adviser_replies())
+    delivered = send(app, HANDOFF_SENDER, "Добре")
+    texts = [str(r.get("text")) for r in delivered]
+    assert any(t.startswith("Ich bin jetzt für Sie da.") for t in texts), texts
+    assert _rows(database_url, f"SELECT status FROM tickets WHERE id = {ticket}") == [("claimed",)]
+
+
 # The clients of the kill test: one language each, questions on one topic each, so that a follow-up
 # after the restart still has its topic in the engine's tracker.
 KILL_CLIENTS: dict[str, tuple[str, list[str]]] = {
@@ -403,6 +521,8 @@ def test_app_killed_mid_conversation_loses_nothing_answered(
     app.migrate()
     app.start()
     seed_pending_question(app, "kill-pending")
+    ticket = seed_waiting_ticket(app, database_url)
+    seed_scheduled_reminders(database_url, stack.tmp / "seed")
     senders = {lang: f"kill-{lang}" for lang in KILL_CLIENTS}
 
     async def run() -> tuple[Load, float, dict[str, set[tuple[Any, ...]]]]:
@@ -436,6 +556,9 @@ def test_app_killed_mid_conversation_loses_nothing_answered(
     assert len(answered) <= inbound <= len(answered) + len(in_flight), (answered, inbound, in_flight)
     assert_durable_state_survived(before, snapshot_durable_state(database_url))
     assert_pending_question_survived(app, "kill-pending")
+    reminders = _rows(database_url, "SELECT status FROM reminders")
+    assert sorted(r[0] for r in reminders) == ["scheduled", "scheduled"], reminders
+    assert_waiting_ticket_flows_after_restart(app, database_url, stack.tmp / "desk", ticket)
 
     health = httpx.get(f"{app.url}/health", timeout=10).json()
     assert health["status"] == "ok", health

@@ -1,17 +1,29 @@
-"""The web chat widget in real headless Chromium (Debian's package) against the live app and engine."""
+"""The web chat widget in real headless Chromium (Debian's package): against the live app and engine, and
+against the app alone with an adviser acting through the real HandoffService."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
-from collections.abc import Iterator
+import threading
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from bot.app import create_app
+from bot.bootstrap import Services, bootstrap
+from bot.language import LanguageDetector
 from bot.settings import ROOT
-from tests.conftest import LiveStack
+from tests.auxil.console import LoopServer
+from tests.auxil.servers import free_port
+from tests.conftest import LiveStack, make_settings
+from tests.test_widget import MarkingTranslator, claimed_ticket
 
-pytestmark = [pytest.mark.engine, pytest.mark.browser]
+pytestmark = [pytest.mark.browser]
+T = TypeVar("T")
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
@@ -35,9 +47,49 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-def _open(page: Page, url: str) -> None:
+class AppThread:
+    """The whole app (no engine behind it) served from an event loop on a thread of its own; ``run``
+    executes a coroutine on that loop, so in-process services push to the browser's socket."""
+
+    def __init__(self, services: Services, port: int) -> None:
+        self.services = services
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = LoopServer(create_app(services), lifespan="on", port=port)
+        self.run(self.server.__aenter__())
+
+    @property
+    def url(self) -> str:
+        """The app's base URL."""
+        return self.server.url
+
+    def run(self, work: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        """Run ``work`` on the app's loop and return its result (bounded)."""
+        return asyncio.run_coroutine_threadsafe(work, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        """Stop the server (its lifespan closes the services) and the loop."""
+        self.run(self.server.__aexit__(None, None, None))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def app_alone(tmp_path_factory: pytest.TempPathFactory, detector: LanguageDetector) -> Iterator[AppThread]:
+    """The app with a dead engine (answers "briefly unavailable" in the client's language)."""
+    tmp: Path = tmp_path_factory.mktemp("widget")
+    port = free_port()  # the socket accepts the app's own origin only
+    settings = make_settings(tmp, LOTSE_PUBLIC_URL=f"http://127.0.0.1:{port}")
+    app = AppThread(bootstrap(settings, detector=detector, translator=MarkingTranslator()), port)
+    yield app
+    app.stop()
+
+
+def _open(page: Page, url: str, name: str = "Chat öffnen") -> None:
     page.goto(url)
-    page.get_by_role("button", name="Chat öffnen").click()
+    page.get_by_role("button", name=name).click()
     expect(page.locator(".lotse-panel")).to_be_visible()
 
 
@@ -48,6 +100,7 @@ def _ask(page: Page, text: str) -> None:
     expect(page.locator(".lotse-bot")).not_to_have_count(before, timeout=30_000)
 
 
+@pytest.mark.engine
 def test_arabic_question_buttons_history_and_no_html(live: LiveStack, browser: Browser) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 860})
     dialogs: list[str] = []
@@ -69,7 +122,7 @@ def test_arabic_question_buttons_history_and_no_html(live: LiveStack, browser: B
     assert page.locator(".lotse-bot").last.get_attribute("lang") == "ar"
 
     page.reload()
-    _open(page, live.url + "/")
+    _open(page, live.url + "/", live.services.content.texts["ar"]["widget.open"])  # labels stay Arabic
     expect(page.locator(".lotse-client").first).to_contain_text("كم تكلفة", timeout=10_000)
     assert page.locator(".lotse-bot").count() >= 2
 
@@ -81,6 +134,7 @@ def test_arabic_question_buttons_history_and_no_html(live: LiveStack, browser: B
     page.close()
 
 
+@pytest.mark.engine
 @pytest.mark.parametrize(("lang", "width", "height"), [("de", 1280, 860), ("de", 360, 740), ("ar", 360, 740)])
 def test_screenshots_and_phone_width(
     live: LiveStack, browser: Browser, lang: str, width: int, height: int
@@ -108,6 +162,7 @@ def test_screenshots_and_phone_width(
     page.close()
 
 
+@pytest.mark.engine
 def test_keyboard_only_use(live: LiveStack, browser: Browser) -> None:
     page = browser.new_page()
     page.goto(live.url + "/")
@@ -121,4 +176,83 @@ def test_keyboard_only_use(live: LiveStack, browser: Browser) -> None:
     expect(page.locator(".lotse-panel")).to_be_hidden()
     expect(page.locator(".lotse-launcher")).to_be_focused()
     assert page.locator(".lotse-log").get_attribute("aria-live") == "polite"
+    page.close()
+
+
+@pytest.mark.parametrize(
+    ("lang", "question"),
+    [
+        ("uk", "Які документи потрібні для визнання мого диплома інженера?"),
+        ("ar", "كيف أسجل في دورة الاندماج؟"),
+    ],
+)
+def test_labels_follow_the_language_the_client_writes_in(
+    app_alone: AppThread, browser: Browser, lang: str, question: str
+) -> None:
+    texts = app_alone.services.content.texts
+    page = browser.new_page(viewport={"width": 420, "height": 860})
+    _open(page, app_alone.url + "/")
+    expect(page.locator(".lotse-send")).to_have_text(texts["de"]["widget.send"])
+    _ask(page, question)
+    expect(page.locator(".lotse-bot").last).to_have_attribute("lang", lang)
+    panel = page.locator(".lotse-panel")
+    expect(panel).to_have_attribute("lang", lang)
+    expect(panel).to_have_attribute("dir", "rtl" if lang == "ar" else "ltr")
+    expect(page.locator(".lotse-send")).to_have_text(texts[lang]["widget.send"])
+    expect(page.locator(".lotse-input")).to_have_attribute("placeholder", texts[lang]["widget.placeholder"])
+    expect(page.locator(".lotse-input")).to_have_accessible_name(texts[lang]["widget.placeholder"])
+    expect(page.locator(".lotse-title")).to_have_text(texts[lang]["widget.title"])
+    expect(page.locator(".lotse-close")).to_have_accessible_name(texts[lang]["widget.close"])
+    expect(page.locator(".lotse-lang")).to_have_value(lang)
+
+    page.reload()  # the language is kept with the session
+    _open(page, app_alone.url + "/", texts[lang]["widget.open"])
+    expect(page.locator(".lotse-send")).to_have_text(texts[lang]["widget.send"])
+    page.close()
+
+
+def test_an_adviser_reply_is_marked_once_and_no_typing_indicator_waits_for_the_bot(
+    app_alone: AppThread, browser: Browser
+) -> None:
+    services = app_alone.services
+    uk = services.content.texts["uk"]
+    mark = uk["translation.machine"]
+    claimed = app_alone.run(claimed_ticket(services, "widget"))
+    page = browser.new_page(viewport={"width": 420, "height": 860})
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.add_init_script(
+        f"localStorage.setItem('lotse.session', '{claimed.external_id}');"
+        "localStorage.setItem('lotse.lang', 'uk')"
+    )
+    _open(page, app_alone.url + "/", uk["widget.open"])
+    # The history arrives after the session is confirmed: from here on the socket is in the session's room.
+    expect(page.locator(".lotse-client").first).to_contain_text(claimed.opened.turn.text)
+
+    reply = "Guten Tag, welchen Abschluss haben Sie?"
+    app_alone.run(services.handoff.send(claimed.opened.ticket_id, claimed.adviser, reply))
+    answer = page.locator(".lotse-bot", has_text=f"[de->uk] {reply}")
+    expect(answer).to_have_count(1)
+    expect(answer.locator(".lotse-mt")).to_have_count(1)
+    expect(answer.locator(".lotse-mt")).to_have_text(mark)
+    assert answer.inner_text().count(mark) == 1, answer.inner_text()
+
+    bot_messages = page.locator(".lotse-bot").count()
+    clients = page.locator(".lotse-client").count()
+    page.locator(".lotse-input").fill("Диплом інженера-будівельника з Харкова")
+    page.locator(".lotse-input").press("Enter")
+    expect(page.locator(".lotse-client")).to_have_count(clients + 1)
+    # Only the adviser answers now: the bot's typing indicator goes with the server's acknowledgement.
+    expect(page.locator(".lotse-typing")).to_have_count(0, timeout=2_000)
+    sent = page.locator(".lotse-client").last.locator(".lotse-sent")
+    expect(sent).to_have_text(uk["widget.forwarded"])
+    expect(sent).to_have_attribute("lang", "uk")
+    assert page.locator(".lotse-bot").count() == bot_messages
+
+    page.reload()
+    _open(page, app_alone.url + "/", uk["widget.open"])
+    answer = page.locator(".lotse-bot", has_text=f"[de->uk] {reply}")
+    expect(answer.locator(".lotse-mt")).to_have_count(1)
+    assert answer.inner_text().count(mark) == 1, answer.inner_text()
+    assert problems == []
     page.close()

@@ -1,6 +1,11 @@
 """The web chat widget's channel: Rasa's socket.io protocol (session_request/session_confirm,
 user_uttered, bot_uttered), so existing Rasa web chat widgets work too, plus the history a reloaded
-page asks for. The session id, random and kept in the browser, is the widget's only identity."""
+page asks for. The session id, random and kept in the browser, is the widget's only identity.
+
+After the replies to a client message, ``lotse_ack`` tells the session's tabs that the message was handled:
+``{"id", "language", "rtl", "forwarded", "note"?}`` with the conversation's language (the widget's labels
+follow it) and whether the message went to the organisation's console, where no bot answer follows.
+Other Rasa widgets ignore the event."""
 
 from __future__ import annotations
 
@@ -13,9 +18,10 @@ from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from bot import LANGUAGES, RTL_LANGUAGES
 from bot.channels.base import InboundMessage, OutboundMessage
 from bot.errors import StorageUnavailable
-from bot.router import ConversationRouter
+from bot.router import ConversationRouter, RouterReply
 from bot.storage.database import Database
 from bot.storage.models import ChannelIdentity, Conversation, Message
 
@@ -23,19 +29,38 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "widget"
 SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+MESSAGE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+"""The widget's own id of a client message, echoed in its ``lotse_ack``."""
 HISTORY_LIMIT = 200
 REDIS_CHANNEL = "lotse-socketio"
 """The Redis pub/sub channel the app replicas share for socket.io emits."""
 
 
-def bot_uttered(message: OutboundMessage) -> dict[str, Any]:
-    """Rasa's bot_uttered payload, with Lotse's metadata beside it."""
-    payload: dict[str, Any] = {"text": message.text}
+def without_mark(text: str, mark: str) -> str:
+    """The text without its "machine translated" paragraph, which the widget shows under the bubble."""
+    paragraphs = text.split("\n\n")
+    for index in range(1, len(paragraphs)):
+        if mark and paragraphs[index].strip() == mark:
+            return "\n\n".join(paragraphs[:index] + paragraphs[index + 1 :]).rstrip()
+    return text
+
+
+def bot_uttered(message: OutboundMessage, mark: str = "") -> dict[str, Any]:
+    """Rasa's bot_uttered payload, with Lotse's metadata beside it.
+
+    A machine-translated text carries its mark as a paragraph (Telegram and REST show the text as it is);
+    here the mark moves to ``metadata.lotse.mark`` so that the widget shows it exactly once.
+    """
+    meta = message.as_rasa("")["custom"]
+    text = message.text
+    if message.machine_translated:
+        text = without_mark(text, mark)
+        meta["lotse"]["mark"] = mark
+    payload: dict[str, Any] = {"text": text}
     if message.buttons:
         payload["quick_replies"] = [
             {"content_type": "text", "title": b.title, "payload": b.payload} for b in message.buttons
         ]
-    meta = message.as_rasa("")["custom"]
     payload["metadata"] = meta
     return payload
 
@@ -54,6 +79,12 @@ class WidgetChannel:
         self.router = router
         self.database = database
         self.redis_url = redis_url
+        content = router.texts.content
+        self.marks = {lang: content.text("translation.machine", lang) or "" for lang in LANGUAGES}
+        self.forwarded_notes = {
+            lang: content.text("widget.forwarded", lang) or content.reference("widget.forwarded")
+            for lang in LANGUAGES
+        }
         # With several app replicas, an emit to a session's room travels through Redis to the
         # replica that holds the socket; without Redis, rooms live in this process only.
         manager = socketio.AsyncRedisManager(redis_url, channel=REDIS_CHANNEL) if redis_url else None
@@ -76,7 +107,8 @@ class WidgetChannel:
 
     async def send(self, session_id: str, message: OutboundMessage) -> None:
         """Deliver one reply to every tab of a widget session, on whichever replica its sockets are."""
-        await self.server.emit("bot_uttered", bot_uttered(message), room=session_id)
+        payload = bot_uttered(message, self.marks.get(message.language, ""))
+        await self.server.emit("bot_uttered", payload, room=session_id)
 
     async def session_request(self, sid: str, data: Any) -> None:
         """Confirm (or create) the session and join its room."""
@@ -108,8 +140,27 @@ class WidgetChannel:
             kind="text" if isinstance(message, str) else "binary",
             language_hint=hint,
         )
-        for outbound in await self.router.replies_or_apology(inbound):
+        reply = await self.router.reply_or_apology(inbound)
+        for outbound in reply.messages:
             await self.send(session_id, outbound)
+        message_id = custom.get("id")
+        await self.server.emit(
+            "lotse_ack",
+            self.ack(reply, message_id if isinstance(message_id, str) else None),
+            room=session_id,
+        )
+
+    def ack(self, reply: RouterReply, message_id: str | None) -> dict[str, Any]:
+        """The end of one client message's turn: for the typing indicator and the labels' language."""
+        ack: dict[str, Any] = {
+            "id": message_id if message_id and MESSAGE_ID.match(message_id) else None,
+            "language": reply.language,
+            "rtl": reply.language in RTL_LANGUAGES,
+            "forwarded": reply.forwarded,
+        }
+        if reply.forwarded:
+            ack["note"] = self.forwarded_notes.get(reply.language, "")
+        return ack
 
     async def history(self, request: Request) -> JSONResponse:
         """GET /widget/history/{session_id}: the conversation of this browser session, in order."""
@@ -135,18 +186,19 @@ class WidgetChannel:
                 messages = list(rows)[::-1]
         except StorageUnavailable:
             return JSONResponse({"error": "storage unavailable"}, status_code=503)
-        return JSONResponse(
-            {
-                "messages": [
-                    {
-                        "id": m.id,
-                        "from": "client" if m.direction == "in" else "bot",
-                        "text": m.text if m.kind == "text" else "",
-                        "kind": m.kind,
-                        "language": m.language,
-                        "machine_translated": m.machine_translated,
-                    }
-                    for m in messages
-                ]
-            }
-        )
+        return JSONResponse({"messages": [self._history_entry(m) for m in messages]})
+
+    def _history_entry(self, message: Message) -> dict[str, Any]:
+        text = message.text if message.kind == "text" else ""
+        entry: dict[str, Any] = {
+            "id": message.id,
+            "from": "client" if message.direction == "in" else "bot",
+            "text": text,
+            "kind": message.kind,
+            "language": message.language,
+            "machine_translated": message.machine_translated,
+        }
+        if message.machine_translated and message.direction == "out":
+            mark = self.marks.get(message.language or "", "")
+            entry["text"], entry["mark"] = without_mark(text, mark), mark
+        return entry

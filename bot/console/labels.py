@@ -31,6 +31,8 @@ OUTCOMES = {
     "booked": "Termin gebucht",
     "referred": "weitervermittelt",
     "no_reply": "keine Antwort",
+    "deleted": "Daten auf Wunsch gelöscht",
+    "withdrawn": "Zustimmung widerrufen",
 }
 CONSENT_SCOPES = {
     "handoff": "Weitergabe an die Beratungsstelle",

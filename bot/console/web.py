@@ -13,9 +13,9 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -38,12 +38,14 @@ from bot.errors import SettingsError
 from bot.handoff import OUTCOMES, HandoffError, HandoffService
 from bot.hub import EventHub
 from bot.privacy import audit
+from bot.proposals import MAX_SLOTS, PROPOSAL
 from bot.settings import Settings
 from bot.storage.database import Database
 from bot.storage.models import Adviser, Appointment, Message, Ticket, TicketNote, as_utc, utcnow
 
 if TYPE_CHECKING:
     from bot.bootstrap import Services
+    from bot.proposals import SlotOption
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,8 @@ NOTICES = {
     "note": "Notiz gespeichert.",
     "appointment": "Terminvorschlag gesendet.",
     "no_booking": "Die Terminbuchung ist noch nicht angeschlossen; bitte einen Textbaustein senden.",
+    "no_slot": f"Bitte einen bis {MAX_SLOTS} freie Termine ankreuzen.",
+    "slot_gone": "Ein gewählter Termin ist inzwischen vergeben. Bitte die Auswahl prüfen und neu senden.",
     "claim_first": "Bitte das Ticket zuerst übernehmen.",
     "empty": "Der Text ist leer.",
     "state": "Das ist im jetzigen Zustand des Tickets nicht möglich.",
@@ -91,6 +95,8 @@ PROBLEMS = frozenset(NOTICES) - {
 }
 """Notices shown as an error."""
 ERROR_CODES = (
+    ("slot no longer free", "slot_gone"),
+    ("no slot chosen", "no_slot"),
     ("claim the ticket first", "claim_first"),
     ("empty", "empty"),
     ("not possible", "state"),
@@ -107,8 +113,15 @@ CONSOLE_CSP = (
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
-Proposer = Callable[[Ticket, Adviser], Awaitable[bool]]
-"""Offers the client free appointment slots of the ticket's organisation; False when none can be offered."""
+
+class Proposer(Protocol):
+    """Offers the client free appointment slots of the ticket's organisation (bot/proposals.py)."""
+
+    async def options(self, ticket: Ticket, *, after: datetime | None = None) -> list[SlotOption]:
+        """The organisation's next free slots for the ticket, for the adviser to choose from."""
+
+    async def propose(self, ticket_id: int, adviser: Adviser, keys: list[str]) -> Message:
+        """Send the chosen slots to the client as buttons; HandoffError when that is not possible."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -414,14 +427,19 @@ class Console:
         return shown, by_id
 
     async def _message(self, message: Message, names: dict[int, str]) -> dict[str, Any]:
-        german, quality = await self.deps.handoff.german(message)
+        tapped = _proposal_tap(message)
+        if tapped is not None:
+            german, quality = tapped, "authored"  # a button payload, not a text in a language
+        else:
+            german, quality = await self.deps.handoff.german(message)
         payload = message.payload if isinstance(message.payload, dict) else {}
         author = labels.label(labels.AUTHORS, message.author)
         if message.author == "adviser":
             author = names.get(int(payload.get("adviser") or 0), author)
-        kind = "" if message.kind == "text" else f"[{message.kind}]"
+        note = message.kind == "note"  # a system line for the adviser only (e.g. "Termin gebucht: …")
+        kind = "" if message.kind == "text" or note else f"[{message.kind}]"
         original = message.text
-        same = message.language in (None, "de") or german == original
+        same = message.language in (None, "de") or german == original or tapped is not None
         return {
             "id": message.id,
             "author": message.author,
@@ -436,6 +454,8 @@ class Console:
             "language_label": labels.label(labels.LANGUAGE_NAMES, message.language),
             "module": str(payload.get("module") or ""),
             "untranslated": payload.get("translate") is False,
+            "note": note,
+            "proposal": isinstance(payload.get("proposal"), dict),
         }
 
     async def ticket_page(self, request: Request, session: ConsoleSession) -> Response:
@@ -455,6 +475,13 @@ class Console:
                 )
             )
         notice = request.query_params.get("hinweis", "")
+        mine = ticket.status == "claimed" and ticket.adviser_id == session.adviser.id
+        proposer = self.deps.proposer
+        from_day = _day(request.query_params.get("termine_ab", ""))
+        slots: list[SlotOption] = []
+        if mine and proposer is not None:
+            after = datetime.combine(from_day, datetime.min.time(), BERLIN) if from_day else None
+            slots = await proposer.options(ticket, after=after)
         return self.render(
             "ticket.html",
             me=session,
@@ -476,8 +503,11 @@ class Console:
             notice=NOTICES.get(notice, ""),
             problem=notice in PROBLEMS,
             open=ticket.status in ("waiting", "claimed"),
-            mine=ticket.status == "claimed" and ticket.adviser_id == session.adviser.id,
-            booking=self.deps.proposer is not None,
+            mine=mine,
+            booking=proposer is not None,
+            slots=slots,
+            slots_from=from_day.isoformat() if from_day else "",
+            max_slots=MAX_SLOTS,
         )
 
     def _answer_title(self, key: str) -> str:
@@ -553,7 +583,10 @@ class Console:
                 await self._note(ticket, adviser, field("text"))
                 return self._done(request, ticket.id, "note")
             if name == "appointment":
-                proposed = await propose_appointment(self.deps.proposer, ticket, adviser)
+                keys: list[str] = []
+                if "form" in request.headers.get("content-type", ""):
+                    keys = [k for k in (await request.form()).getlist("slot") if isinstance(k, str)]
+                proposed = await propose_appointment(self.deps.proposer, ticket, adviser, keys)
                 return self._done(request, ticket.id, "appointment" if proposed else "no_booking")
         except HandoffError as exc:
             log.info("console action %s on ticket %s refused: %s", name, ticket.id, exc)
@@ -679,17 +712,39 @@ class Console:
         ]
 
 
-async def propose_appointment(proposer: Proposer | None, ticket: Ticket, adviser: Adviser) -> bool:
-    """Offer the client free slots of the organisation.
-
-    HOOK(booking): bot/booking.py does not exist yet. Once it does, ``build_console`` passes its slot
-    offer as ``proposer`` (it should send the client slot buttons of ``ticket.organisation`` in
-    ``ticket.language`` through the outbox and return True). Until then the adviser is told to send a
-    text module instead.
-    """
+async def propose_appointment(
+    proposer: Proposer | None, ticket: Ticket, adviser: Adviser, keys: list[str]
+) -> bool:
+    """Offer the client the chosen free slots of the organisation (slot buttons in the client's language,
+    through the outbox); False when no proposer is connected. Raises HandoffError for a refused proposal."""
     if proposer is None:
         return False
-    return await proposer(ticket, adviser)
+    await proposer.propose(ticket.id, adviser, keys)
+    return True
+
+
+def _day(value: str) -> date | None:
+    """A date from the ticket page's "free slots from" field (YYYY-MM-DD), else None."""
+    try:
+        day = date.fromisoformat(value.strip()[:10]) if value.strip() else None
+    except ValueError:
+        return None
+    return day if day is not None and 2000 <= day.year <= 2100 else None
+
+
+def _proposal_tap(message: Message) -> str | None:
+    """A client's tap on a proposal button, in German for the adviser; None for other messages."""
+    match = PROPOSAL.match(message.text.strip()) if message.direction == "in" else None
+    if match is None:
+        return None
+    try:
+        data = json.loads(match.group("data"))
+    except ValueError:
+        data = {}
+    choice = data.get("n") if isinstance(data, dict) else None
+    if choice == "none":
+        return "[Terminvorschlag: „Keiner passt“ gewählt]"
+    return f"[Terminvorschlag: Termin {choice} gewählt]" if isinstance(choice, int) else "[Terminvorschlag]"
 
 
 def build_console(
@@ -699,7 +754,8 @@ def build_console(
     keepalive: float = 15.0,
     proposer: Proposer | None = None,
 ) -> Mount:
-    """The console as a Starlette Mount at /console, built from the app's services."""
+    """The console as a Starlette Mount at /console, built from the app's services (appointment proposals
+    through ``services.proposals`` unless another ``proposer`` is given)."""
     settings = services.settings
     content = services.content
     unknown = [org for org, _chat in settings.console_telegram_chats if org not in content.organisations]
@@ -714,7 +770,7 @@ def build_console(
         organisations=dict(content.organisations),
         modules={key: text for key, text in sorted(reference.items()) if key.startswith("module.")},
         answers=reference,
-        proposer=proposer,
+        proposer=proposer if proposer is not None else services.proposals,
         keepalive=keepalive,
     )
     policy = SessionPolicy(

@@ -2,7 +2,9 @@
  *   <script src="https://HOST/widget.js" data-lang="de" defer></script>
  * Speaks Rasa's socket.io channel protocol over a WebSocket (Engine.IO 4, Socket.IO 5) with a
  * small client of its own, so no third-party script is loaded. Every text is rendered as text;
- * links become <a> only for http(s) URLs. */
+ * links become <a> only for http(s) URLs. After each client message the server sends "lotse_ack":
+ * the turn is over (no typing indicator any more), the conversation's language (the labels follow
+ * it) and whether the message went to the advisers instead of the bot. */
 (function () {
   "use strict";
   var script = document.currentScript;
@@ -14,10 +16,11 @@
   var LANGS = [["de", "Deutsch"], ["en", "English"], ["ar", "العربية"], ["uk", "Українська"],
                ["ru", "Русский"], ["tr", "Türkçe"], ["fa", "فارسی"], ["fr", "Français"]];
   var RTL = { ar: true, fa: true };
-  // Labels of the widget's own frame, authored in content/ and served by the app per language.
-  var FIELDS = ["title", "placeholder", "send", "open", "close", "language", "typing", "reconnecting", "machine", "download"];
+  // Labels of the widget's own frame, authored in content/ and served by the app per language:
+  // title, placeholder, send, open, close, language, typing, reconnecting, machine, download.
   var UI = {};
-  function label(i) { var labels = UI[lang] || UI.de || {}; return labels[FIELDS[i]] || ""; }
+  function label(name, language) { var labels = UI[language || lang] || UI.de || {}; return labels[name] || ""; }
+  function known(code) { return LANGS.some(function (l) { return l[0] === code; }); }
 
   function store(key, value) {
     try { if (value === undefined) return localStorage.getItem("lotse." + key); localStorage.setItem("lotse." + key, value); }
@@ -31,11 +34,13 @@
   }
 
   var lang = store("lang") || script.getAttribute("data-lang") || (navigator.language || "de").slice(0, 2);
-  if (!LANGS.some(function (l) { return l[0] === lang; })) lang = "de";
+  if (!known(lang)) lang = "de";
   var sessionId = store("session") || newSessionId();
   store("session", sessionId);
   var lastSeenId = 0, unread = 0, open = false, socket = null, connected = false, confirmed = false;
   var queue = [], retry = 0, typingTimer = null;
+  // Client messages waiting for their "lotse_ack", by an id unique to this page.
+  var pending = Object.create(null), pageId = newSessionId().slice(0, 8), sent = 0;
 
   function el(tag, attrs, text) {
     var node = document.createElement(tag);
@@ -79,13 +84,15 @@
   document.body.appendChild(root);
 
   function applyLanguage() {
-    title.textContent = label(0);
-    input.setAttribute("placeholder", label(1));
-    input.setAttribute("aria-label", label(1));
-    send.textContent = label(2);
-    launcher.setAttribute("aria-label", open ? label(4) : label(3));
-    close.setAttribute("aria-label", label(4));
-    picker.setAttribute("aria-label", label(5));
+    title.textContent = label("title");
+    input.setAttribute("placeholder", label("placeholder"));
+    input.setAttribute("aria-label", label("placeholder"));
+    send.textContent = label("send");
+    launcher.setAttribute("aria-label", open ? label("close") : label("open"));
+    close.setAttribute("aria-label", label("close"));
+    picker.setAttribute("aria-label", label("language"));
+    var typing = log.querySelector(".lotse-typing");
+    if (typing) typing.textContent = label("typing");
     picker.value = lang;
     panel.setAttribute("dir", RTL[lang] ? "rtl" : "ltr");
     panel.setAttribute("lang", lang);
@@ -107,6 +114,11 @@
     });
   }
 
+  function setLanguage(code) {
+    if (!known(code) || code === lang) return;
+    lang = code; store("lang", lang); applyLanguage();
+  }
+
   function addMessage(from, text, meta, buttons) {
     meta = meta || {};
     var row = el("div", { class: "lotse-msg lotse-" + from });
@@ -116,10 +128,11 @@
     var bubble = el("div", { class: "lotse-bubble" });
     linkify(bubble, text || "");
     row.appendChild(bubble);
-    if (meta.machine_translated) row.appendChild(el("small", { class: "lotse-mt" }, label(8)));
+    // The server moves the mark out of the text into meta.mark, so it is shown once, under the bubble.
+    if (meta.machine_translated) row.appendChild(el("small", { class: "lotse-mt" }, meta.mark || label("machine", language)));
     if (meta.attachment) {
       var blob = new Blob([meta.attachment.content], { type: meta.attachment.mime_type });
-      var link = el("a", { class: "lotse-file", href: URL.createObjectURL(blob), download: meta.attachment.filename }, label(9) + " (" + meta.attachment.filename + ")");
+      var link = el("a", { class: "lotse-file", href: URL.createObjectURL(blob), download: meta.attachment.filename }, label("download") + " (" + meta.attachment.filename + ")");
       row.appendChild(link);
     }
     if (buttons && buttons.length) {
@@ -137,13 +150,14 @@
     log.appendChild(row);
     log.scrollTop = log.scrollHeight;
     if (from === "bot" && !open) { unread += 1; badge.textContent = String(unread); badge.hidden = false; }
+    return row;
   }
 
   function setTyping(on) {
     clearTimeout(typingTimer);
     var existing = log.querySelector(".lotse-typing");
     if (on && !existing) {
-      var typing = el("div", { class: "lotse-typing", "aria-hidden": "true" }, label(6));
+      var typing = el("div", { class: "lotse-typing", "aria-hidden": "true" }, label("typing"));
       log.appendChild(typing);
       log.scrollTop = log.scrollHeight;
       typingTimer = setTimeout(function () { setTyping(false); }, 30000);
@@ -173,7 +187,7 @@
     };
     socket.onclose = function () {
       connected = false; confirmed = false;
-      status.textContent = label(7); status.hidden = false;
+      status.textContent = label("reconnecting"); status.hidden = false;
       retry = Math.min(retry + 1, 6);
       setTimeout(connect, 500 * Math.pow(2, retry - 1));
     };
@@ -187,11 +201,25 @@
       var meta = (data.metadata && data.metadata.lotse) || {};
       if (data.metadata && data.metadata.attachment) meta.attachment = data.metadata.attachment;
       addMessage("bot", data.text, meta, data.quick_replies || data.buttons);
+    } else if (name === "lotse_ack" && data) {
+      onAck(data);
+    }
+  }
+  function onAck(ack) {
+    // Every tab of the session gets it; only the sending tab knows the id.
+    var row = ack.id && pending[ack.id];
+    if (ack.id) delete pending[ack.id];
+    setTyping(false);
+    if (ack.language) setLanguage(ack.language);
+    if (row && ack.forwarded && ack.note) {
+      row.appendChild(el("small", { class: "lotse-sent", lang: ack.language || lang, dir: "auto" }, ack.note));
+      log.scrollTop = log.scrollHeight;
     }
   }
   function sendMessage(text, shown) {
-    var payload = { message: text, session_id: sessionId, customData: { language: lang } };
-    addMessage("client", shown || text, {});
+    var id = pageId + "-" + (++sent);
+    var payload = { message: text, session_id: sessionId, customData: { language: lang, id: id } };
+    pending[id] = addMessage("client", shown || text, {});
     setTyping(true);
     if (connected && confirmed) emit("user_uttered", payload); else queue.push(payload);
   }
@@ -200,7 +228,7 @@
       (body.messages || []).forEach(function (m) {
         if (m.id <= lastSeenId) return;
         lastSeenId = m.id;
-        if (m.text) addMessage(m.from, m.text, { language: m.from === "bot" ? m.language : null, machine_translated: m.machine_translated });
+        if (m.text) addMessage(m.from, m.text, { language: m.from === "bot" ? m.language : null, machine_translated: m.machine_translated, mark: m.mark });
       });
       if (log.lastChild) { unread = 0; badge.hidden = true; }
     }).catch(function () {}).then(done);
@@ -217,7 +245,7 @@
   close.addEventListener("click", function () { toggle(false); });
   panel.addEventListener("keydown", function (ev) { if (ev.key === "Escape") toggle(false); });
   picker.addEventListener("change", function () {
-    lang = picker.value; store("lang", lang); applyLanguage();
+    setLanguage(picker.value);
     sendMessage('/choose_language{"language":"' + lang + '"}', LANGS.filter(function (l) { return l[0] === lang; })[0][1]);
   });
   form.addEventListener("submit", function (ev) {

@@ -61,7 +61,7 @@
 
   function renderMessage(m) {
     const li = document.createElement("li");
-    li.className = "message from-" + m.author + " new";
+    li.className = "message from-" + m.author + (m.note ? " note" : "") + " new";
     li.dataset.id = String(m.id);
     const meta = document.createElement("div");
     meta.className = "meta";
@@ -71,12 +71,13 @@
     const time = document.createElement("time");
     time.textContent = m.time;
     meta.append(author, " ", time);
-    if (m.kind) {
+    [m.kind, m.proposal ? "Terminvorschlag" : ""].forEach((label) => {
+      if (!label) return;
       const kind = document.createElement("span");
       kind.className = "kind";
-      kind.textContent = m.kind;
+      kind.textContent = label;
       meta.append(" ", kind);
-    }
+    });
     const texts = document.createElement("div");
     texts.className = "texts";
     const german = document.createElement("p");
@@ -118,6 +119,7 @@
         list.appendChild(renderMessage(m));
         body.dataset.last = String(Math.max(Number(body.dataset.last || "0"), m.id));
         if (m.author === "client") say("Neue Nachricht von der Person");
+        else if (m.note) say(m.german);
       }
     }).catch(() => {});
     return loading;
