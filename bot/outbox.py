@@ -48,6 +48,8 @@ class Outbox:
         data = dict(payload or {})
         if message.buttons:
             data["buttons"] = [{"title": b.title, "payload": b.payload} for b in message.buttons]
+        if message.reference is not None and "original" not in data:
+            data["original"] = message.reference
         if not self.can_push(conversation.channel):
             data[UNDELIVERED] = True
         return add_message(

@@ -183,9 +183,7 @@ class ConversationRouter:
                             language=reply.language,
                             content_key=reply.content_key,
                             machine_translated=reply.machine_translated,
-                            payload={"buttons": [b.payload for b in reply.buttons]}
-                            if reply.buttons
-                            else None,
+                            payload=_reply_payload(reply),
                         )
                     await session.commit()
         return RouterReply(
@@ -469,3 +467,13 @@ def _chosen_language(text: str) -> str | None:
         return None
     code = match.group("a") or match.group("b")
     return code if code in LANGUAGES else None
+
+
+def _reply_payload(reply: OutboundMessage) -> dict[str, Any] | None:
+    """What is stored beside a bot reply: its button payloads and the German the adviser reads."""
+    payload: dict[str, Any] = {}
+    if reply.buttons:
+        payload["buttons"] = [b.payload for b in reply.buttons]
+    if reply.reference is not None:
+        payload["original"] = reply.reference
+    return payload or None

@@ -64,12 +64,17 @@ class TextService:
         for button_key, payload in buttons or []:
             title, _ = await self.text(button_key, language)
             rendered_buttons.append(Button(title=title.split("\n\n")[0], payload=payload))
+        reference = None
+        german = self.content.texts["de"].get(key)
+        if language != "de" and german is not None:
+            reference = _format(german, {k: str(v) for k, v in (params or {}).items()})
         return OutboundMessage(
             text=text,
             language=language,
             buttons=tuple(rendered_buttons),
             machine_translated=machine,
             content_key=key,
+            reference=reference,
         )
 
     def language_buttons(self) -> tuple[Button, ...]:

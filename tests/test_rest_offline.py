@@ -117,3 +117,26 @@ def test_a_language_choice_is_remembered(offline_app: tuple[Services, httpx.Clie
     assert chosen[0]["custom"]["lotse"]["language"] == "fa" and chosen[0]["custom"]["lotse"]["rtl"] is True
     later = client.post(ENDPOINT, json={"sender": "picker", "message": "ok"}).json()
     assert later[0]["text"] == services.content.texts["fa"]["engine.unavailable"]
+
+
+def test_the_adviser_reads_the_bots_replies_in_authored_german(
+    offline_app: tuple[Services, httpx.Client],
+) -> None:
+    """A bot reply stores its German reference, rendered with the same values: no machine translation."""
+    services, client = offline_app
+    response = client.post(
+        ENDPOINT, json={"sender": "s-german", "message": "Добрий день, як записатися на курс?"}
+    )
+    assert response.status_code == 200
+    reply = next(m for m in _stored(services) if m.direction == "out" and m.language == "uk")
+    assert reply.content_key == "engine.unavailable"
+    german = services.content.texts["de"]["engine.unavailable"]
+    assert asyncio.run(services.handoff.german(reply)) == (german, "authored")
+
+    async def rendered() -> tuple[str, str | None]:
+        message = await services.texts.message("consent.withdrawn", "uk", params={"scopes": "AWO"})
+        return message.text, message.reference
+
+    text, reference = asyncio.run(rendered())
+    assert "AWO" in text and text != reference
+    assert reference == services.content.texts["de"]["consent.withdrawn"].format(scopes="AWO")

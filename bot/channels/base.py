@@ -49,6 +49,9 @@ class OutboundMessage:
     content_key: str | None = None
     custom: dict[str, Any] | None = None
     attachment: Attachment | None = None
+    reference: str | None = None
+    """The same text in German, rendered from the authored reference with the same values, so an
+    adviser reads exactly what the client was told without a machine translation (stored with it)."""
 
     @property
     def rtl(self) -> bool:
