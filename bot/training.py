@@ -74,6 +74,9 @@ def train(*, force: bool = False) -> Path:
     MODELS.mkdir(exist_ok=True)
     if cached.exists() and not force:
         shutil.copy2(cached, target)
+        timing = cached.parent / f"{target.name}.seconds"
+        if timing.exists():
+            shutil.copy2(timing, MODELS / timing.name)
         print(f"model {target.name} taken from the cache {cached.parent}")
         return target
     if not ENGINE_BIN.exists():
@@ -93,6 +96,7 @@ def train(*, force: bool = False) -> Path:
     cached.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(target, cached)
     (MODELS / f"{target.name}.seconds").write_text(f"{seconds:.1f}\n")
+    shutil.copy2(MODELS / f"{target.name}.seconds", cached.parent / f"{target.name}.seconds")
     print(f"model {target.name} trained in {seconds:.0f} s and cached in {cached.parent}")
     return target
 
