@@ -324,7 +324,8 @@ DURABLE_STATE: dict[str, str] = {
     "conversations": "SELECT id, client_id, channel FROM conversations",
     "messages": "SELECT id, conversation_id, direction, text FROM messages",
     "consent_events": "SELECT id, client_id, scope, action FROM consent_events",
-    "scheduled_jobs": "SELECT id, next_run_time FROM scheduled_jobs",
+    # a reminder keeps its time; the retention purge is re-added (replace_existing) at every start
+    "scheduled_jobs": "SELECT id, CASE WHEN id LIKE 'reminder-%' THEN next_run_time END FROM scheduled_jobs",
     "tickets": "SELECT id, organisation, status, conversation_id FROM tickets",
     "appointments": "SELECT id, client_id, starts_at, status FROM appointments",
     "reminders": "SELECT id, appointment_id, due_at, status FROM reminders",
