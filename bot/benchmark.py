@@ -20,6 +20,25 @@ Needs PostgreSQL on 127.0.0.1:5432 (trust authentication; LOTSE_BENCH_POSTGRES_U
 127.0.0.1:6379 for the second stack, as the tests do. LOTSE_BENCH_MODEL pins a model file; by default
 the current one is used (trained first if the training data changed). BENCH_SECONDS and
 BENCH_RATE_SECONDS shorten or lengthen each closed-loop level and open-loop rate.
+
+Two more stages measure appointments:
+
+3. ``bookings``: on a fresh SQLite stack, 1, 5 and 10 concurrent simulated clients each run the whole
+   booking dialogue through the app's REST channel (opening in their language, topic, town, age,
+   language, Jobcenter when asked, the first offered time, consent, reminders yes or no, contact
+   skipped, confirmation), one booking after another for BENCH_BOOKING_SECONDS per level. A booking
+   counts only with its appointment row in the app's database (checked after the stage). Reported:
+   bookings per second, turns per booking, p50/p95 of the whole dialogue and of one turn.
+4. ``reminders``: one app process with its scheduler on and no engine, once on SQLite and once on
+   PostgreSQL; BENCH_REMINDERS (300) reminder rows and jobs are created by BookingService in this process
+   against the app's database (the jobs go into the shared SQLAlchemy job store that the app's scheduler
+   polls), due at random times 20-60 s ahead. Reported: how late the app sent them (sent_at - due_at:
+   median, p95, worst), how many were missed or lost, and the errors in the app's log.
+
+Both run against a copy of content/ in which every service is open around the clock (LOTSE_CONTENT_DIR),
+so they do not depend on the time of day and do not run out of free slots; content/ is not changed.
+BENCH_STAGES (comma list of turns, production, bookings, reminders; default all) runs some stages
+alone; the results of the stages not run are kept from docs/bench/results.json.
 """
 
 from __future__ import annotations
@@ -28,6 +47,8 @@ import asyncio
 import json
 import os
 import random
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -36,10 +57,11 @@ import threading
 import time
 import uuid
 import zlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +92,19 @@ QUESTION_INTENTS = ("ask_language_course", "ask_recognition", "ask_qualification
 ERROR_KEYS = frozenset({"engine.unavailable", "error.generic", "storage.unavailable"})
 """Apologies the app answers with when something behind it failed: errors, although HTTP 200."""
 PRODUCTION_ENDPOINTS = CONFIG / "endpoints.production.yml"
+STAGES = ("turns", "production", "bookings", "reminders")
+"""``turns``: stack 1 (closed and open loop); ``production``: stack 2 with one and two engine workers."""
+BOOKING_LEVELS = (1, 5, 10)
+SECONDS_PER_BOOKING_LEVEL = float(os.environ.get("BENCH_BOOKING_SECONDS", "40"))
+MAX_BOOKINGS_PER_LEVEL = 200
+MAX_TURNS_PER_BOOKING = 30
+"""A dialogue that needs more turns than this (about three times the usual) counts as failed."""
+BOOKING_TIMEOUT = 180.0
+REMINDER_COUNT = int(os.environ.get("BENCH_REMINDERS", "300"))
+REMINDER_WINDOW = (20.0, 60.0)
+"""Reminders fall due at random times this many seconds after they were put into the job store."""
+REMINDER_GRACE = 60.0
+"""How long after the last due time the stage waits before counting unsent reminders as lost."""
 
 
 @dataclass
@@ -469,6 +504,18 @@ def _cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_ticks_tree(pid: int) -> int:
+    """CPU ticks used so far by a process and its direct children (Sanic workers)."""
+    try:
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        children = []
+    return sum(_cpu_ticks(p) for p in [pid, *children])
+
+
 def _wait_idle(pid: int, *, deadline: float) -> None:
     """Wait until a process and its children (Sanic workers) use no CPU for two seconds."""
     while time.monotonic() < deadline:
@@ -749,60 +796,666 @@ def _production_stage(
     return figures, runs, sweep
 
 
-def main() -> None:
-    """Start the stacks one after the other, measure, print and write the results."""
-    model = _model()
+# ---- appointments: a directory open around the clock -------------------------------------------------
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _always_open_content(workdir: Path) -> Path:
+    """A copy of content/ in which every service is open every day from 00:00 to 23:55, without holidays
+    or exceptions: the booking stages must not depend on the time of day nor run out of free slots.
+    Slot lengths, capacities, towns, languages and the routing rules stay as authored."""
+    from bot.directory import load_directory
+
+    target = workdir / "content-always-open"
+    if target.exists():
+        return target
+    shutil.copytree(ROOT / "content", target)
+    path = target / "directory.yml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for service in data["services"].values():
+        service["hours"] = [{"day": day, "from": "00:00", "to": "23:55"} for day in WEEKDAYS]
+        service.pop("exceptions", None)
+        service["closed_on_public_holidays"] = False
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    load_directory(target)  # the app validates it the same way at start-up
+    return target
+
+
+# ---- bookings through the whole stack -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BookingProfile:
+    """What one simulated client writes: an opening in their language, then the form's answers."""
+
+    language: str
+    opening: str
+    topic: str
+    town: str
+    age: str
+
+
+BOOKING_PROFILES = (
+    BookingProfile("de", "ich brauche einen termin", "language_course", "ich wohne in bad wünnenberg", "34"),
+    BookingProfile("en", "I want an appointment", "recognition", "Paderborn", "29"),
+    BookingProfile("ar", "بدي موعد", "counselling", "بادربورن", "٤١"),
+    BookingProfile("uk", "хочу записатися на консультацію", "recognition", "Я живу в Падерборні", "27"),
+    BookingProfile("ru", "хочу записаться на консультацию", "qualification", "Дельбрюк", "45"),
+    BookingProfile("tr", "randevu almak istiyorum", "language_course", "Salzkotten", "23"),
+    BookingProfile("fa", "میشه وقت بگیرم؟", "counselling", "پادربورن", "۳۵"),
+    BookingProfile("fr", "je voudrais un rendez-vous", "qualification", "Büren", "38"),
+)
+"""Eight clients, one per language: towns in their script, ages in their digits, every topic."""
+ICS_LINK = re.compile(r"/appointments/([^/?\s]+)\.ics\?token=")
+
+
+@dataclass
+class BookingDialogue:
+    """One client's booking dialogue from the first message to the confirmation (or where it stuck)."""
+
+    booked: str | None
+    turns: int
+    seconds: float
+    turn_seconds: list[float]
+    slot_taken: int
+    failure: str = ""
+
+
+@dataclass
+class BookingRun:
+    """One concurrency level of the booking stage."""
+
+    concurrency: int
+    bookings: int
+    failed: int
+    seconds: float
+    bookings_per_s: float
+    turns_per_booking: float
+    p50_ms: float
+    p95_ms: float
+    turn_p50_ms: float
+    turn_p95_ms: float
+    slot_taken: int
+    """How often a chosen time had been taken by another client meanwhile (the form offers others)."""
+    failures: list[str] = field(default_factory=list)
+    cores: dict[str, float] = field(default_factory=dict)
+    """CPU used by engine and app while the level ran, in cores (1.0 = one core busy all the time)."""
+
+
+def _reply_key(reply: Any) -> str:
+    if not isinstance(reply, dict):
+        return ""
+    return str(((reply.get("custom") or {}).get("lotse") or {}).get("key") or "")
+
+
+def _button(replies: list[Any], fragment: str) -> str | None:
+    """The payload of the first button whose payload contains ``fragment`` (as the client taps it)."""
+    for reply in replies:
+        for button in (reply.get("buttons") or []) if isinstance(reply, dict) else []:
+            payload = str(button.get("payload", ""))
+            if fragment in payload:
+                return payload
+    return None
+
+
+def _next_message(replies: list[Any], profile: BookingProfile, reminders: bool) -> str | None:
+    """The client's answer to the last question among the replies; None when nothing was asked."""
+    for reply in reversed(replies):
+        key = _reply_key(reply)
+        if key == "booking.ask_topic":
+            return _button([reply], f'"topic":"{profile.topic}"')
+        if key == "booking.ask_town":
+            return profile.town
+        if key == "booking.ask_age":
+            return profile.age
+        if key == "booking.ask_language":
+            return _button([reply], f'"language":"{profile.language}"') or _button([reply], '"language":')
+        if key == "booking.ask_jobcenter":
+            return _button([reply], '"jobcenter":"no"')
+        if key == "booking.offer":
+            return _button([reply], '"slot":')
+        if key.startswith("consent.booking"):
+            return _button([reply], "/consent_yes")
+        if key.startswith("consent.reminders"):
+            return _button([reply], "/consent_yes" if reminders else "/consent_no")
+        if key == "booking.ask_contact":
+            return _button([reply], '"contact":"skip"')
+    return None
+
+
+async def _book_once(
+    http: httpx.AsyncClient, url: str, profile: BookingProfile, *, reminders: bool
+) -> BookingDialogue:
+    """Run the whole booking dialogue as one client; bounded in turns (and by BOOKING_TIMEOUT outside)."""
+    sender = f"bench-booking-{profile.language}-{uuid.uuid4().hex[:12]}"
+    turn_seconds: list[float] = []
+    slot_taken = 0
+    started = time.perf_counter()
+
+    def result(booked: str | None, failure: str = "") -> BookingDialogue:
+        return BookingDialogue(
+            booked, len(turn_seconds), time.perf_counter() - started, turn_seconds, slot_taken, failure
+        )
+
+    text: str | None = profile.opening
+    while text is not None and len(turn_seconds) < MAX_TURNS_PER_BOOKING:
+        said = text
+        sent = time.perf_counter()
+        try:
+            response = await http.post(
+                url, json={"sender": sender, "message": text, "metadata": {"language": profile.language}}
+            )
+        except httpx.HTTPError as exc:
+            return result(None, f"{profile.language}: {type(exc).__name__} after {said[:40]!r}")
+        turn_seconds.append(time.perf_counter() - sent)
+        replies = response.json() if response.status_code == 200 else None
+        if not isinstance(replies, list):
+            return result(None, f"{profile.language}: HTTP {response.status_code} after {said[:40]!r}")
+        keys = [_reply_key(r) for r in replies]
+        slot_taken += keys.count("booking.slot_taken")
+        if "booking.confirmed" in keys:
+            confirmed = replies[keys.index("booking.confirmed")]
+            link = ICS_LINK.search(str(confirmed.get("text", "")))
+            return result(link.group(1) if link else None, "" if link else "confirmation without a link")
+        text = _next_message(replies, profile, reminders)
+        if text is None:
+            return result(None, f"{profile.language}: no question to answer after {said[:40]!r}: {keys}")
+    return result(None, f"{profile.language}: more than {MAX_TURNS_PER_BOOKING} turns")
+
+
+async def _booking_level(app_url: str, concurrency: int, booked: list[str]) -> BookingRun:
+    """``concurrency`` clients book one appointment after another until the level's time is up."""
+    url = f"{app_url}/webhooks/rest/webhook"
+    dialogues: list[BookingDialogue] = []
+    budget = MAX_BOOKINGS_PER_LEVEL
+    async with httpx.AsyncClient(timeout=TURN_TIMEOUT, limits=_limits(concurrency)) as http:
+
+        async def client(index: int, deadline: float) -> None:
+            nonlocal budget
+            round_ = 0
+            while time.monotonic() < deadline and budget > 0:
+                budget -= 1
+                number = index + round_ * concurrency
+                profile = BOOKING_PROFILES[number % len(BOOKING_PROFILES)]
+                round_ += 1
+                try:
+                    dialogue = await asyncio.wait_for(
+                        _book_once(http, url, profile, reminders=number % 2 == 0), BOOKING_TIMEOUT
+                    )
+                except TimeoutError:
+                    dialogue = BookingDialogue(None, 0, BOOKING_TIMEOUT, [], 0, "timed out")
+                dialogues.append(dialogue)
+                if dialogue.booked:
+                    booked.append(dialogue.booked)
+
+        started = time.monotonic()
+        await asyncio.gather(*(client(i, started + SECONDS_PER_BOOKING_LEVEL) for i in range(concurrency)))
+        seconds = time.monotonic() - started
+    done = [d for d in dialogues if d.booked]
+    turns = [t for d in dialogues for t in d.turn_seconds]
+    return BookingRun(
+        concurrency=concurrency,
+        bookings=len(done),
+        failed=len(dialogues) - len(done),
+        seconds=round(seconds, 1),
+        bookings_per_s=round(len(done) / seconds, 2),
+        turns_per_booking=round(sum(d.turns for d in done) / len(done), 1) if done else float("nan"),
+        p50_ms=_percentile([d.seconds for d in done], 0.50),
+        p95_ms=_percentile([d.seconds for d in done], 0.95),
+        turn_p50_ms=_percentile(turns, 0.50),
+        turn_p95_ms=_percentile(turns, 0.95),
+        slot_taken=sum(d.slot_taken for d in dialogues),
+        failures=[d.failure for d in dialogues if d.failure][:5],
+    )
+
+
+def _appointment_rows(database_url: str) -> dict[str, str]:
+    """Every appointment in the app's database: id -> status."""
+    from sqlalchemy import create_engine, select
+
+    from bot.storage.database import sync_url
+    from bot.storage.models import Appointment
+
+    engine = create_engine(sync_url(database_url))
+    try:
+        with engine.connect() as connection:
+            return {str(i): str(s) for i, s in connection.execute(select(Appointment.id, Appointment.status))}
+    finally:
+        engine.dispose()
+
+
+def _booking_stage(model: Path, workdir: Path) -> tuple[dict[str, Any], list[BookingRun]]:
+    """A fresh SQLite stack with an always-open directory; one warm-up booking, then each level."""
+    print("bookings: the whole booking dialogue through the app's REST channel (SQLite stack)", flush=True)
+    database_url = f"sqlite:///{workdir / 'bookings.db'}"
+    stack = Stack(
+        name="bookings",
+        model=model,
+        workdir=workdir,
+        env={
+            "LOTSE_DATABASE_URL": database_url,
+            "LOTSE_TRACKER_DB": str(workdir / "bookings-tracker.db"),
+            "LOTSE_TRACKER_URL": f"sqlite:///{workdir / 'bookings-tracker.db'}",
+            "LOTSE_CONTENT_DIR": str(_always_open_content(workdir)),
+        },
+    )
+    booked: list[str] = []
+    runs: list[BookingRun] = []
     began = time.monotonic()
     load_at_start = [round(x, 2) for x in os.getloadavg()]
-    workdir = Path(tempfile.mkdtemp(prefix="lotse-bench-"))
-    messages = client_messages()
-    figures, runs, sweeps = _default_stage(model, workdir, messages)
-    scaling: dict[str, Any] = {}
-    for workers in (1, 2):
-        scaling[str(workers)], more_runs, sweep = _production_stage(model, workdir, messages, workers)
-        runs += more_runs
-        sweeps.append(sweep)
-    one, two = scaling["1"]["max_rate_p95_under_500ms"], scaling["2"]["max_rate_p95_under_500ms"]
-    scaling["ratio_two_to_one"] = round(two / one, 2) if one else None
-    by_target = {s.target: s for s in sweeps}
-    engine_max, app_max = by_target["engine"].max_rate_under_target, by_target["app"].max_rate_under_target
-    result: dict[str, Any] = {
+    try:
+        stack.start()
+        warm_up = asyncio.run(_warm_up_booking(stack.app_url, booked))
+        assert stack.engine is not None and stack.app is not None
+        pids = {"engine": stack.engine.pid, "app": stack.app.pid}
+        for level in BOOKING_LEVELS:
+            before = {name: _cpu_ticks_tree(pid) for name, pid in pids.items()}
+            run = asyncio.run(_booking_level(stack.app_url, level, booked))
+            run.cores = {
+                name: round((_cpu_ticks_tree(pid) - before[name]) / CLOCK_TICKS / run.seconds, 2)
+                for name, pid in pids.items()
+            }
+            runs.append(run)
+            print(
+                f"  bookings x{level:<3d} {run.bookings:3d} booked, {run.failed} failed, "
+                f"{run.bookings_per_s:5.2f} bookings/s, {run.turns_per_booking} turns each, "
+                f"p50 {run.p50_ms:7.0f} ms, p95 {run.p95_ms:7.0f} ms per booking; CPU cores {run.cores}",
+                flush=True,
+            )
+            for failure in run.failures:
+                print(f"    failed: {failure}", flush=True)
+    finally:
+        stack.stop()
+    rows = _appointment_rows(database_url)
+    reported = set(booked)
+    figures: dict[str, Any] = {
         "model": model.name,
-        "training_seconds": _training_seconds(model),
-        "cpu_count": os.cpu_count(),
-        "seconds_per_run": SECONDS_PER_RUN,
-        "seconds_per_rate": SECONDS_PER_RATE,
-        "turns_per_conversation": TURNS_PER_CONVERSATION,
-        # Other work on the machine shows here; the figures are only as quiet as the machine was.
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "load_average_at_start": load_at_start,
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-        **figures,
+        "seconds_per_level": SECONDS_PER_BOOKING_LEVEL,
+        "directory": "every service open 00:00-23:55 every day (a copy of content/ via LOTSE_CONTENT_DIR)",
+        "warm_up_booking": warm_up,
+        "bookings_reported": len(booked),
+        "appointment_rows": len(rows),
+        "rows_match_bookings": reported == set(rows) and len(reported) == len(booked),
+        "rows_without_confirmation": len(set(rows) - reported),
+        "confirmations_without_row": len(reported - set(rows)),
+        "rows_booked": sum(1 for status in rows.values() if status == "booked"),
         "runs": [asdict(r) for r in runs],
-        "open_loop": {
-            s.target: {
-                "max_rate_p95_under_500ms": s.max_rate_under_target,
-                "sustained_throughput": s.sustained_throughput,
-                "runs": [asdict(r) for r in s.runs],
-            }
-            for s in sweeps
-        },
-        "app_max_rate_share_of_engine": round(app_max / engine_max, 2) if engine_max else None,
-        "scaling": scaling,
-        "bench_seconds": round(time.monotonic() - began),
+        "app_log": _log_errors(stack.logs[1]),
+        "engine_log": _log_errors(stack.logs[0]),
+        "stage_seconds": round(time.monotonic() - began),
     }
+    print(
+        f"  {len(booked)} bookings reported (one of them the warm-up), {len(rows)} appointment rows in the "
+        f"app's database: {'match' if figures['rows_match_bookings'] else 'MISMATCH'}",
+        flush=True,
+    )
+    return figures, runs
+
+
+async def _warm_up_booking(app_url: str, booked: list[str]) -> bool:
+    """One booking before measuring (the first one of a stack loads what a booking needs)."""
+    url = f"{app_url}/webhooks/rest/webhook"
+    async with httpx.AsyncClient(timeout=TURN_TIMEOUT) as http:
+        dialogue = await asyncio.wait_for(
+            _book_once(http, url, BOOKING_PROFILES[0], reminders=True), BOOKING_TIMEOUT
+        )
+    if dialogue.booked:
+        booked.append(dialogue.booked)
+    else:
+        print(f"  warm-up booking failed: {dialogue.failure}", flush=True)
+    return dialogue.booked is not None
+
+
+# ---- reminder lateness ---------------------------------------------------------------------------------
+
+
+async def _create_reminders(env: dict[str, str], count: int) -> dict[str, Any]:
+    """Book appointments a day ahead through BookingService (two reminders each), then move every
+    reminder to a random time 20-60 s ahead and put its job into the app's job store (replacing the one
+    the booking scheduled): the same rows and jobs the app makes, only due sooner."""
+    from sqlalchemy import select
+
+    from bot.bootstrap import bootstrap
+    from bot.consent import ConsentPrompt, ConsentRequest, text_hash
+    from bot.conversations import find_or_create
+    from bot.scheduler import build_scheduler
+    from bot.settings import load_settings
+    from bot.storage.models import Reminder
+
+    settings = load_settings(env)
+    services = bootstrap(settings)
+    booking = services.booking
+    scheduler = build_scheduler(settings)
+    scheduler.start(paused=True)  # writes jobs into the shared store; never runs them
+    booking.scheduler = scheduler
+    try:
+        service_ids = list(services.directory.services)
+        after = datetime.now(UTC) + timedelta(hours=25)  # both reminders (24 h and 2 h) lie ahead
+        free = {sid: await booking.free_slots(sid, after=after, limit=count) for sid in service_ids}
+        appointments = 0
+        index = 0
+        while appointments * 2 < count:
+            service_id = service_ids[index % len(service_ids)]
+            slot = free[service_id].pop(0)
+            language = LANGUAGES[index % len(LANGUAGES)]
+            index += 1
+            organisation = services.directory.services[service_id].organisation
+            async with services.database.unit_of_work() as session:
+                client, conversation, _ = await find_or_create(
+                    session, channel="rest", external_id=f"bench-reminder-{uuid.uuid4().hex[:12]}"
+                )
+                client.language = language
+                for request in (
+                    ConsentRequest(scope="booking", organisation=organisation),
+                    ConsentRequest(scope="reminders"),
+                ):
+                    version = services.content.consent.current(request.scope)
+                    shown = await services.texts.message(
+                        version.key, language, params=services.consent.params(request)
+                    )
+                    prompt = ConsentPrompt(
+                        request=request,
+                        text=shown.text,
+                        language=shown.language,
+                        version=version.version,
+                        text_id=version.text_id,
+                        text_hash=text_hash(shown.text),
+                    )
+                    await services.consent.record(
+                        session, client_id=client.id, prompt=prompt, granted=True, channel="rest"
+                    )
+                await session.commit()
+                client_id, conversation_id = client.id, conversation.id
+            await booking.book(
+                client_id=client_id,
+                conversation_id=conversation_id,
+                channel="rest",
+                slot=slot,
+                language=language,
+                topic="counselling",
+            )
+            appointments += 1
+        rng = random.Random(11)
+        async with services.database.unit_of_work() as session:
+            reminders = list(await session.scalars(select(Reminder).where(Reminder.status == "scheduled")))
+            now = datetime.now(UTC)
+            for reminder in reminders:
+                reminder.due_at = now + timedelta(seconds=rng.uniform(*REMINDER_WINDOW))
+            await session.commit()
+        await booking._schedule(reminders)  # the app's own call: replaces each job with the sooner run date
+        scheduled = datetime.now(UTC)
+        due = sorted(r.due_at for r in reminders)
+        return {
+            "appointments": appointments,
+            "reminders": len(reminders),
+            "jobs_written_s": round((scheduled - now).total_seconds(), 2),
+            "first_due": due[0],
+            "last_due": due[-1],
+        }
+    finally:
+        booking.scheduler = None
+        scheduler.shutdown(wait=False)
+        await services.close()
+
+
+def _reminder_outcome(database_url: str, until: datetime) -> dict[str, Any]:
+    """Wait until no reminder is left scheduled (or ``until``), then read what the app did."""
+    from sqlalchemy import create_engine, func, select
+
+    from bot.storage.database import sync_url
+    from bot.storage.models import Reminder, as_utc
+
+    engine = create_engine(sync_url(database_url))
+    try:
+        while datetime.now(UTC) < until:
+            with engine.connect() as connection:
+                pending = connection.scalar(
+                    select(func.count()).select_from(Reminder).where(Reminder.status == "scheduled")
+                )
+            if not pending:
+                break
+            time.sleep(1)
+        with engine.connect() as connection:
+            rows = list(connection.execute(select(Reminder.status, Reminder.due_at, Reminder.sent_at)))
+    finally:
+        engine.dispose()
+    statuses = Counter(str(status) for status, _due, _sent in rows)
+    late = sorted(
+        (as_utc(sent) - as_utc(due)).total_seconds()
+        for status, due, sent in rows
+        if status == "sent" and sent is not None
+    )
+    return {
+        "statuses": dict(statuses),
+        "sent": statuses.get("sent", 0),
+        "missed": statuses.get("missed", 0),
+        "lost": statuses.get("scheduled", 0),
+        "early": sum(1 for s in late if s < 0),
+        "lateness_ms": {
+            "median": _percentile(late, 0.50),
+            "p95": _percentile(late, 0.95),
+            "p99": _percentile(late, 0.99),
+            "worst": round(late[-1] * 1000, 1) if late else None,
+            "best": round(late[0] * 1000, 1) if late else None,
+        },
+        "lateness_s_all": [round(s, 4) for s in late],
+    }
+
+
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Unavailable): .*")
+
+
+def _log_errors(log: Path) -> dict[str, Any]:
+    """ERROR records in an app log and the exceptions that ended its tracebacks, most frequent first."""
+    lines = log.read_text(errors="replace").splitlines()
+    exceptions = Counter(line[:160] for line in lines if EXCEPTION_LINE.match(line))
+    return {
+        "error_records": sum(1 for line in lines if " ERROR " in line),
+        "exceptions": dict(exceptions.most_common(3)),
+    }
+
+
+def _reminder_run(workdir: Path, label: str, database_url: str) -> dict[str, Any]:
+    """One app process with its scheduler on (no engine) on one database; reminders from this process."""
+    began = time.monotonic()
+    port = _free_port()
+    env = {
+        **os.environ,
+        "APP_PORT": str(port),
+        "LOTSE_DATABASE_URL": database_url,
+        "LOTSE_ENGINE_URL": f"http://127.0.0.1:{_free_port()}",  # nothing listens: no engine needed
+        "LOTSE_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "LOTSE_TRACKER_URL": f"sqlite:///{workdir / f'reminders-{label}-tracker.db'}",
+        "LOTSE_CONTENT_DIR": str(_always_open_content(workdir)),
+        "LOTSE_SCHEDULER": "on",
+        "LOTSE_REDIS_URL": "",
+    }
+    subprocess.run([sys.executable, "-m", "bot", "db-upgrade"], env=env, check=True, capture_output=True)
+    log = workdir / f"reminders-{label}-app.log"
+    app = subprocess.Popen(
+        [sys.executable, "-m", "bot", "serve"], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
+    try:
+        _wait(f"http://127.0.0.1:{port}/health", '"database":{"state":"up"}', 120, app, log)
+        created = asyncio.run(_create_reminders(env, REMINDER_COUNT))
+        print(
+            f"  {label}: {created['reminders']} reminders of {created['appointments']} appointments in the "
+            f"job store after {created['jobs_written_s']} s; waiting for them",
+            flush=True,
+        )
+        outcome = _reminder_outcome(database_url, created["last_due"] + timedelta(seconds=REMINDER_GRACE))
+        rss = _rss_mb(app.pid)
+    finally:
+        if app.poll() is None:
+            app.terminate()
+        try:
+            app.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            app.kill()
+            app.wait(timeout=10)
+    lateness = outcome["lateness_ms"]
+    print(
+        f"  {label}: sent {outcome['sent']}, missed {outcome['missed']}, lost {outcome['lost']}; late by "
+        f"median {lateness['median']} ms, p95 {lateness['p95']} ms, worst {lateness['worst']} ms",
+        flush=True,
+    )
+    return {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "appointments": created["appointments"],
+        "reminders": created["reminders"],
+        "due_spread_s": round((created["last_due"] - created["first_due"]).total_seconds(), 1),
+        "jobs_written_s": created["jobs_written_s"],
+        **{k: v for k, v in outcome.items() if k != "lateness_s_all"},
+        "app_rss_mb_after": rss,
+        "app_log": _log_errors(log),
+        "run_seconds": round(time.monotonic() - began),
+        "lateness_s_all": outcome["lateness_s_all"],
+    }
+
+
+def _reminder_stage(workdir: Path) -> dict[str, Any]:
+    """The same reminders on SQLite (as `make run` stores them) and on PostgreSQL (production mode)."""
+    from bot.scheduler import STORE_POLL_SECONDS
+
+    print(f"reminders: {REMINDER_COUNT} reminders due 20-60 s ahead, sent by a real app process", flush=True)
+    figures: dict[str, Any] = {
+        "path": (
+            "BookingService.book in the bench process against the app's database (consents, appointments a "
+            "day ahead, two reminder rows each, jobs in the shared SQLAlchemy job store through a paused "
+            "scheduler); the due times then moved to random times 20-60 s ahead and the jobs replaced by "
+            "BookingService._schedule; sent by the app process's own scheduler, which polls the job store"
+        ),
+        "due_window_s": list(REMINDER_WINDOW),
+        "store_poll_seconds": STORE_POLL_SECONDS,
+        "lost_means": f"still scheduled {REMINDER_GRACE:.0f} s after the last reminder was due",
+        "sqlite": _reminder_run(workdir, "sqlite", f"sqlite:///{workdir / 'reminders.db'}"),
+    }
+    with _postgres_databases("reminders") as (database_url,):
+        figures["postgresql"] = _reminder_run(workdir, "postgresql", database_url)
+    return figures
+
+
+def _stages() -> list[str]:
+    """The stages BENCH_STAGES names (comma list), in their fixed order; all when unset."""
+    raw = os.environ.get("BENCH_STAGES", "")
+    chosen = {s.strip() for s in raw.split(",") if s.strip()} or set(STAGES)
+    unknown = chosen - set(STAGES)
+    if unknown:
+        raise SystemExit(f"BENCH_STAGES: unknown {', '.join(sorted(unknown))} (stages: {', '.join(STAGES)})")
+    return [s for s in STAGES if s in chosen]
+
+
+def _previous() -> dict[str, Any]:
+    """The last results, so a run of some stages keeps the others' figures."""
+    try:
+        data = json.loads((OUT / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _production_target(target: str) -> bool:
+    return "production" in target
+
+
+def main() -> None:
+    """Start the stacks one after the other, measure, print and write the results."""
+    stages = _stages()
+    began = time.monotonic()
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
+    model = _model() if {"turns", "production", "bookings"} & set(stages) else None
+    workdir = Path(tempfile.mkdtemp(prefix="lotse-bench-"))
+    result = _previous() if stages != list(STAGES) else {}
+    result["stages_last_run"] = stages
+    runs: list[Run] = []
+    sweeps: list[Sweep] = []
+    if {"turns", "production"} & set(stages):
+        assert model is not None
+        messages = client_messages()
+
+        # The figures of the turn stages run now are replaced; those of the other one are kept.
+        def owned(target: str) -> bool:
+            return ("production" if _production_target(target) else "turns") in stages
+
+        kept_runs = [r for r in result.get("runs", []) if not owned(str(r.get("target", "")))]
+        kept_sweeps = {k: v for k, v in result.get("open_loop", {}).items() if not owned(k)}
+        if "turns" in stages:
+            figures, runs, sweeps = _default_stage(model, workdir, messages)
+            result.update(figures)
+        if "production" in stages:
+            scaling: dict[str, Any] = {}
+            for workers in (1, 2):
+                scaling[str(workers)], more_runs, sweep = _production_stage(model, workdir, messages, workers)
+                runs += more_runs
+                sweeps.append(sweep)
+            one, two = scaling["1"]["max_rate_p95_under_500ms"], scaling["2"]["max_rate_p95_under_500ms"]
+            scaling["ratio_two_to_one"] = round(two / one, 2) if one else None
+            result["scaling"] = scaling
+        if "turns" in stages:
+            by_target = {s.target: s for s in sweeps}
+            engine_max = by_target["engine"].max_rate_under_target
+            app_max = by_target["app"].max_rate_under_target
+            result["app_max_rate_share_of_engine"] = round(app_max / engine_max, 2) if engine_max else None
+        result.update(
+            {
+                "model": model.name,
+                "training_seconds": _training_seconds(model),
+                "cpu_count": os.cpu_count(),
+                "seconds_per_run": SECONDS_PER_RUN,
+                "seconds_per_rate": SECONDS_PER_RATE,
+                "turns_per_conversation": TURNS_PER_CONVERSATION,
+                # Other work on the machine shows here; the figures are only as quiet as the machine was.
+                "load_average_at_start": load_at_start,
+                "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+                "runs": kept_runs + [asdict(r) for r in runs],
+                "open_loop": {
+                    **kept_sweeps,
+                    **{
+                        s.target: {
+                            "max_rate_p95_under_500ms": s.max_rate_under_target,
+                            "sustained_throughput": s.sustained_throughput,
+                            "runs": [asdict(r) for r in s.runs],
+                        }
+                        for s in sweeps
+                    },
+                },
+                "bench_seconds": round(time.monotonic() - began),
+            }
+        )
+    booking_runs: list[BookingRun] = []
+    if "bookings" in stages:
+        assert model is not None
+        result["bookings"], booking_runs = _booking_stage(model, workdir)
+    if "reminders" in stages:
+        result["reminders"] = _reminder_stage(workdir)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    _plot_closed(runs, OUT / "latency.png")
-    _plot_open(sweeps, OUT / "open-loop.png")
-    _print(result, runs, sweeps)
+    (OUT / "results.json").write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    if "turns" in stages:
+        _plot_closed(runs, OUT / "latency.png")
+    if "turns" in stages and "production" in stages:
+        _plot_open(sweeps, OUT / "open-loop.png")
+    if "reminders" in stages:
+        _plot_reminders(result["reminders"], OUT / "reminders.png")
+    if runs or sweeps:
+        _print(result, runs, sweeps)
+    if "bookings" in stages:
+        _print_bookings(result["bookings"], booking_runs)
+    if "reminders" in stages:
+        _print_reminders(result["reminders"])
+    print(f"\nstages {', '.join(stages)} took {round(time.monotonic() - began)} s", flush=True)
 
 
 def _print(result: dict[str, Any], runs: list[Run], sweeps: list[Sweep]) -> None:
-    print(
-        f"\nstart-up to first answer: {result['startup_to_first_answer_s']} s; training: "
-        f"{result['training_seconds']} s; RSS MB at rest {result['rss_mb_at_rest']}, peak under load "
-        f"{result['rss_mb_peak_under_load']}, after load {result['rss_mb_after_load']}"
-    )
+    if "startup_to_first_answer_s" in result:
+        print(
+            f"\nstart-up to first answer: {result['startup_to_first_answer_s']} s; training: "
+            f"{result['training_seconds']} s; RSS MB at rest {result['rss_mb_at_rest']}, peak under load "
+            f"{result.get('rss_mb_peak_under_load')}, after load {result.get('rss_mb_after_load')}"
+        )
     print("\nclosed loop")
     print("| level | target | turns | errors | turns/s | p50 ms | p95 ms | p99 ms | p95 ÷ engine p95 |")
     print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -827,10 +1480,51 @@ def _print(result: dict[str, Any], runs: list[Run], sweeps: list[Sweep]) -> None
     for sweep in sweeps:
         print(f"| {sweep.target} | {sweep.max_rate_under_target} | {sweep.sustained_throughput} |")
     print(
-        f"\napp's highest rate ÷ engine's: {result['app_max_rate_share_of_engine']}; "
-        f"two engine workers ÷ one: {result['scaling'].get('ratio_two_to_one')}; "
-        f"the whole bench took {result['bench_seconds']} s"
+        f"\napp's highest rate ÷ engine's: {result.get('app_max_rate_share_of_engine')}; "
+        f"two engine workers ÷ one: {(result.get('scaling') or {}).get('ratio_two_to_one')}; "
+        f"the turn stages took {result['bench_seconds']} s"
     )
+
+
+def _print_bookings(figures: dict[str, Any], runs: list[BookingRun]) -> None:
+    print("\nbookings through the whole stack (REST channel, app, engine, SQLite)")
+    print(
+        "| clients | bookings | failed | bookings/s | turns per booking | booking p50 / p95 ms "
+        "| turn p50 / p95 ms | time taken meanwhile | CPU cores engine / app |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in runs:
+        print(
+            f"| {r.concurrency} | {r.bookings} | {r.failed} | {r.bookings_per_s} | {r.turns_per_booking} "
+            f"| {r.p50_ms:.0f} / {r.p95_ms:.0f} | {r.turn_p50_ms:.0f} / {r.turn_p95_ms:.0f} "
+            f"| {r.slot_taken} | {r.cores.get('engine')} / {r.cores.get('app')} |"
+        )
+    print(
+        f"appointment rows {figures['appointment_rows']}, bookings reported {figures['bookings_reported']} "
+        f"(with the warm-up): {'match' if figures['rows_match_bookings'] else 'MISMATCH'}; rows the client "
+        f"was not told of: {figures['rows_without_confirmation']}"
+    )
+    for name in ("app", "engine"):
+        for exception, count in figures[f"{name}_log"]["exceptions"].items():
+            print(f"  {name} log: {count} x {exception}")
+
+
+def _print_reminders(figures: dict[str, Any]) -> None:
+    print("\nreminders sent by the app's scheduler (sent_at - due_at)")
+    print("| database | reminders | sent | missed | lost | median ms | p95 ms | p99 ms | worst ms | errors |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for label in ("sqlite", "postgresql"):
+        run = figures.get(label)
+        if not run:
+            continue
+        late = run["lateness_ms"]
+        print(
+            f"| {label} | {run['reminders']} | {run['sent']} | {run['missed']} | {run['lost']} "
+            f"| {late['median']} | {late['p95']} | {late['p99']} | {late['worst']} "
+            f"| {run['app_log']['error_records']} |"
+        )
+        for exception, count in run["app_log"]["exceptions"].items():
+            print(f"  {label} log: {count} x {exception}")
 
 
 def _plot_closed(runs: list[Run], path: Path) -> None:
@@ -873,6 +1567,29 @@ def _plot_open(sweeps: list[Sweep], path: Path) -> None:
     ax.set_ylabel("p95 latency (ms)")
     ax.set_title("Open loop: p95 by offered rate (dotted: 500 ms)")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _plot_reminders(figures: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 3.4), dpi=110)
+    for label in ("sqlite", "postgresql"):
+        run = figures.get(label)
+        if run and run["lateness_s_all"]:
+            late = sorted(s * 1000 for s in run["lateness_s_all"])
+            share = [100 * (i + 1) / run["reminders"] for i in range(len(late))]
+            ax.step(late, share, where="post", label=f"{label}: {run['sent']} of {run['reminders']} sent")
+    ax.set_xscale("log")
+    ax.set_xlabel("sent after due (ms, log scale)")
+    ax.set_ylabel("reminders sent (%)")
+    ax.set_title("Reminder lateness: 300 reminders due within 40 s, one app process")
+    ax.legend()
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
