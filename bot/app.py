@@ -27,7 +27,7 @@ from bot.bootstrap import Services
 from bot.channels.rest import RestChannel
 from bot.channels.widget import WidgetChannel
 from bot.console import build_console
-from bot.scheduler import build_scheduler, poll_job_store, schedule_retention
+from bot.scheduler import build_scheduler, poll_job_store, schedule_reconcile, schedule_retention
 from bot.settings import Settings
 from bot.training import fingerprint
 
@@ -66,6 +66,7 @@ def create_app(services: Services) -> ASGIApp:
         scheduler.add_listener(_missed_reminder(services), EVENT_JOB_MISSED)
         if services.settings.scheduler:
             schedule_retention(scheduler, services.settings, days=services.content.consent.retention_days)
+            schedule_reconcile(scheduler)
             scheduler.start()
             poll = poll_job_store(scheduler)
         else:
@@ -171,12 +172,14 @@ def create_app(services: Services) -> ASGIApp:
 def _missed_reminder(services: Services) -> Callable[[JobExecutionEvent], None]:
     """A reminder the scheduler dropped because it was due too long ago is recorded, not lost silently."""
 
+    loop = asyncio.get_running_loop()  # the listener is called in the scheduler's thread
+
     def listener(event: JobExecutionEvent) -> None:
         if not event.job_id.startswith("reminder-"):
             return
         reminder_id = int(event.job_id.removeprefix("reminder-"))
         late = f"missed: due {event.scheduled_run_time.isoformat()}, app was down beyond the grace time"
-        asyncio.get_running_loop().create_task(services.booking.mark_missed(reminder_id, late))
+        asyncio.run_coroutine_threadsafe(services.booking.mark_missed(reminder_id, late), loop)
 
     return listener
 

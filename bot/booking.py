@@ -3,6 +3,7 @@ partial unique index plus a transaction), cancel and move, .ics files, and remin
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -220,7 +221,7 @@ class BookingService:
                     detail=f"{service.organisation} {service.id}",
                 )
                 await session.commit()
-                self._schedule(reminders)
+                await self._schedule(reminders)
                 return appointment
         raise SlotTaken(slot.key)
 
@@ -244,31 +245,74 @@ class BookingService:
         await session.flush()
         return reminders
 
-    def _schedule(self, reminders: list[Reminder]) -> None:
+    async def _schedule(self, reminders: list[Reminder]) -> None:
+        """Give committed reminder rows their jobs; the job store's writes run off the event loop.
+
+        A failure is logged, not raised: the booking is stored, and ``reconcile_reminders`` (a job every
+        few minutes on the scheduler owner) gives every scheduled row without a job its job again.
+        """
         if self.scheduler is None:
             if reminders:
                 log.warning("no scheduler: %d reminders stored but not scheduled", len(reminders))
             return
-        for reminder in reminders:
+        specs = [(r.id, as_utc(r.due_at), r.lead_minutes) for r in reminders]
+        if not specs:
+            return
+        try:
+            await asyncio.to_thread(self._add_jobs, specs)
+        except Exception:
+            log.exception("could not schedule reminders %s; the reconcile job retries", [s[0] for s in specs])
+
+    def _add_jobs(self, specs: list[tuple[int, datetime, int]]) -> None:
+        for reminder_id, due_at, lead_minutes in specs:
             self.scheduler.add_job(
                 "bot.jobs:send_reminder",
                 "date",
-                run_date=as_utc(reminder.due_at),
-                id=f"reminder-{reminder.id}",
+                run_date=due_at,
+                id=f"reminder-{reminder_id}",
                 replace_existing=True,
                 coalesce=True,
-                misfire_grace_time=misfire_grace(reminder.lead_minutes),
-                kwargs={"reminder_id": reminder.id},
+                misfire_grace_time=misfire_grace(lead_minutes),
+                kwargs={"reminder_id": reminder_id},
             )
 
-    def _unschedule(self, reminder_ids: list[int]) -> None:
-        if self.scheduler is None:
+    async def _unschedule(self, reminder_ids: list[int]) -> None:
+        """Remove the jobs of cancelled reminders (a job left behind finds its row cancelled and stops)."""
+        if self.scheduler is None or not reminder_ids:
             return
+        try:
+            await asyncio.to_thread(self._remove_jobs, reminder_ids)
+        except Exception:
+            log.exception("could not remove the jobs of reminders %s", reminder_ids)
+
+    def _remove_jobs(self, reminder_ids: list[int]) -> None:
         for reminder_id in reminder_ids:
             try:
                 self.scheduler.remove_job(f"reminder-{reminder_id}")
             except Exception:  # JobLookupError: already sent or never scheduled
                 log.debug("reminder %s had no job", reminder_id)
+
+    async def reconcile_reminders(self, *, now: datetime | None = None) -> int:
+        """Give every scheduled reminder row without a job its job again; return how many.
+
+        One overdue beyond its grace time is then reported missed by the scheduler, like any other."""
+        if self.scheduler is None:
+            return 0
+        now = now or datetime.now(UTC)
+        async with self.database.unit_of_work() as session:
+            rows = list(
+                await session.scalars(
+                    select(Reminder).where(
+                        Reminder.status == "scheduled", Reminder.due_at > now - timedelta(days=1)
+                    )
+                )
+            )
+        known = await asyncio.to_thread(lambda: {job.id for job in self.scheduler.get_jobs()})
+        orphans = [r for r in rows if f"reminder-{r.id}" not in known]
+        if orphans:
+            log.warning("reminders without a job: %s; scheduling them", [r.id for r in orphans])
+            await self._schedule(orphans)
+        return len(orphans)
 
     async def upcoming(self, client_id: str, *, now: datetime | None = None) -> list[Appointment]:
         """The client's booked appointments that have not started yet."""
@@ -304,7 +348,7 @@ class BookingService:
                 detail=appointment.organisation,
             )
             await session.commit()
-        self._unschedule(reminder_ids)
+        await self._unschedule(reminder_ids)
         return "cancelled", appointment
 
     async def move(self, client_id: str, appointment_id: str, slot: Slot) -> Appointment:

@@ -184,7 +184,7 @@ async def test_a_reminder_survives_a_restart_and_a_missed_one_is_recorded(servic
     first.start(paused=True)
     services.booking.scheduler = first
     async with services.database.unit_of_work() as session:
-        services.booking._schedule(
+        await services.booking._schedule(
             list(await session.scalars(select(Reminder).where(Reminder.id.in_([late_id, missed_id]))))
         )
     first.shutdown(wait=False)  # the app stops before anything fires
@@ -261,3 +261,58 @@ async def test_twenty_clients_take_one_slot_at_once_on_postgresql(pg_services: S
     assert (
         following and following[0].starts_at != slot.starts_at or following[0].location_id != slot.location_id
     )
+
+
+async def test_reminder_jobs_are_written_while_the_loop_holds_the_sqlite_write_lock(
+    services: Services,
+) -> None:
+    """The job store writes off the event loop: an open transaction of the app on the same SQLite file
+    no longer blocks them both until "database is locked" (make bench lost reminders that way)."""
+    from bot.privacy import audit
+
+    client = await new_client(services, scopes=(("booking", organisation(services)), ("reminders", "")))
+    after = datetime.now(UTC) + timedelta(days=3)
+    slot = (await services.booking.free_slots(SERVICE, limit=1, after=after))[0]
+    appointment = await book(services, client, slot)  # no scheduler yet: rows only
+    scheduler = build_scheduler(services.settings)
+    scheduler.start(paused=True)
+    services.booking.scheduler = scheduler
+    try:
+        async with services.database.unit_of_work() as session:
+            reminders = list(
+                await session.scalars(select(Reminder).where(Reminder.appointment_id == appointment.id))
+            )
+        async with services.database.unit_of_work() as session:
+            audit(session, actor="test", action="holds the write lock")
+            await session.flush()  # this transaction now holds SQLite's write lock
+            writing = asyncio.create_task(services.booking._schedule(reminders))
+            await asyncio.sleep(0.5)  # the loop keeps running while the job store waits for the lock
+            assert not writing.done()
+            await session.commit()
+        await asyncio.wait_for(writing, timeout=30)
+        jobs = await asyncio.to_thread(lambda: {job.id for job in scheduler.get_jobs()})
+        assert {f"reminder-{r.id}" for r in reminders} <= jobs
+    finally:
+        scheduler.shutdown(wait=False)
+        services.booking.scheduler = None
+
+
+async def test_reconcile_gives_reminders_without_a_job_their_job(services: Services) -> None:
+    client = await new_client(services, scopes=(("booking", organisation(services)), ("reminders", "")))
+    after = datetime.now(UTC) + timedelta(days=3)
+    slot = (await services.booking.free_slots(SERVICE, limit=1, after=after))[0]
+    appointment = await book(services, client, slot)  # no scheduler: rows without jobs, as after a failure
+    scheduler = build_scheduler(services.settings)
+    scheduler.start(paused=True)
+    services.booking.scheduler = scheduler
+    try:
+        assert await services.booking.reconcile_reminders() == 2
+        jobs = await asyncio.to_thread(lambda: {job.id for job in scheduler.get_jobs()})
+        async with services.database.unit_of_work() as session:
+            query = select(Reminder.id).where(Reminder.appointment_id == appointment.id)
+            ids = list(await session.scalars(query))
+        assert {f"reminder-{i}" for i in ids} <= jobs
+        assert await services.booking.reconcile_reminders() == 0, "nothing twice"
+    finally:
+        scheduler.shutdown(wait=False)
+        services.booking.scheduler = None

@@ -18,7 +18,7 @@ from bot.channels.base import InboundMessage
 from bot.consent import ConsentRequest
 from bot.content import ConsentPolicy, ConsentVersion, Content
 from bot.data_rights import Turn
-from bot.jobs import purge_expired
+from bot.jobs import purge
 from bot.language import LanguageDetector
 from bot.scheduler import RETENTION_JOB, build_scheduler, schedule_retention
 from bot.storage.models import AuditEntry, ConsentEvent, Conversation
@@ -157,7 +157,7 @@ async def test_retention_purges_only_old_conversations_without_consent(services:
             conversation.updated_at = long_ago
         await session.commit()
     settings = services.settings
-    purged = await purge_expired(
+    purged = await purge(
         database_url=settings.database_url, tracker_url=settings.tracker_url, days=30
     )
     assert purged == 1
