@@ -464,20 +464,41 @@ def _rates() -> Iterator[float]:
         rate += 2.0
 
 
+REFINE_STEPS = int(os.environ.get("BENCH_REFINE_STEPS", "2"))
+"""Bisection steps between the last rate under 500 ms and the first above it (2: to a quarter step)."""
+
+
 def _sweep(url: str, messages: list[str], label: str) -> Sweep:
-    """Rate after rate until p95 passes one second (or errors appear, or MAX_RATE)."""
+    """Rate after rate until p95 passes one second (or errors appear, or MAX_RATE); then the knee is
+    narrowed by bisection, so that a ratio of two targets' highest rates is not one whole step coarse."""
     sweep = Sweep(target=label)
-    for rate in _rates():
+
+    def measure(rate: float) -> RateRun:
         run = asyncio.run(_open_loop(url, rate, messages, label))
         sweep.runs.append(run)
+        sweep.runs.sort(key=lambda r: r.rate)
         print(
-            f"  open loop {label:22s} {rate:5.1f}/s: p95 {run.p95_ms:7.1f} ms, "
+            f"  open loop {label:22s} {rate:5.2f}/s: p95 {run.p95_ms:7.1f} ms, "
             f"{run.throughput:5.1f} turns/s, {run.errors} errors",
             flush=True,
         )
+        time.sleep(1)  # let the last answers settle before the next rate
+        return run
+
+    for rate in _rates():
+        run = measure(rate)
         if run.p95_ms > SATURATED_P95_MS or run.errors:
             break
-        time.sleep(1)  # let the last answers settle before the next rate
+    low = sweep.max_rate_under_target
+    above = [r.rate for r in sweep.runs if r.rate > low]
+    high = min(above) if above else 0.0
+    for _ in range(REFINE_STEPS if low and high else 0):
+        middle = round((low + high) / 2, 2)
+        run = measure(middle)
+        if run.p95_ms < TARGET_P95_MS and not run.errors:
+            low = middle
+        else:
+            high = middle
     return sweep
 
 
