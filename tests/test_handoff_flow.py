@@ -211,7 +211,7 @@ async def test_erasure_while_waiting_closes_the_ticket_as_deleted(
     assert ticket.id not in [t.id for t in await desk.handoff.queue(ORGANISATION)]
 
 
-async def test_a_waiting_ticket_survives_an_app_restart(
+async def test_waiting_and_claimed_tickets_survive_app_restarts(
     stack: tuple[LiveStack, FakeLibreTranslate], desk: Services
 ) -> None:
     live, _fake = stack
@@ -223,9 +223,14 @@ async def test_a_waiting_ticket_survives_an_app_restart(
     bea = await adviser(desk, ORGANISATION, f"bea-{uuid.uuid4().hex[:6]}")
     assert await desk.handoff.claim(ticket.id, bea)
     await desk.handoff.send(ticket.id, bea, "Ich bin jetzt für Sie da.")
+    restart_app(live)  # a claimed ticket with an undelivered adviser message survives a restart too
     delivered = client.say("Добре")
     assert keys(delivered)[:1] == ["handoff.claimed"], keys(delivered)
     assert str(delivered[1]["text"]).startswith("<uk> Ich bin jetzt für Sie da.")
+    history = await desk.handoff.conversation(ORGANISATION, ticket.id)
+    assert any(m.direction == "in" and m.text == "Добре" for m in history), "the message reached the adviser"
+    refreshed = await ticket_of(desk, str(ticket.conversation_id))
+    assert refreshed is not None and refreshed.status == "claimed" and refreshed.adviser_id == bea.id
     await desk.handoff.close(ticket.id, bea, "answered")
     closed = client.say("5")
     assert keys(closed)[:2] == ["handoff.closed", "rating.ask"], keys(closed)
