@@ -342,9 +342,8 @@ class ProposalService:
         return proposal, ticket
 
     @staticmethod
-    async def _proposal_message(
-        session: AsyncSession, conversation_id: str, proposal_id: str
-    ) -> Message | None:
+    async def _proposals(session: AsyncSession, conversation_id: str) -> list[tuple[Message, dict[str, Any]]]:
+        """The conversation's newest adviser messages that carry a proposal, with it."""
         rows = await session.scalars(
             select(Message)
             .where(
@@ -355,10 +354,18 @@ class ProposalService:
             .order_by(Message.id.desc())
             .limit(SEARCHED)
         )
+        found = []
         for message in rows:
-            payload = message.payload if isinstance(message.payload, dict) else {}
-            proposal = payload.get("proposal")
-            if isinstance(proposal, dict) and proposal.get("id") == proposal_id:
+            proposal = (message.payload if isinstance(message.payload, dict) else {}).get("proposal")
+            if isinstance(proposal, dict):
+                found.append((message, proposal))
+        return found
+
+    async def _proposal_message(
+        self, session: AsyncSession, conversation_id: str, proposal_id: str
+    ) -> Message | None:
+        for message, proposal in await self._proposals(session, conversation_id):
+            if proposal.get("id") == proposal_id:
                 return message
         return None
 
@@ -413,25 +420,10 @@ class ProposalService:
         self, session: AsyncSession, conversation_id: str, ticket_id: int, appointment_id: str
     ) -> None:
         """Every open proposal of the ticket is used up once one of them was booked."""
-        rows = await session.scalars(
-            select(Message)
-            .where(
-                Message.conversation_id == conversation_id,
-                Message.direction == "out",
-                Message.author == "adviser",
-            )
-            .order_by(Message.id.desc())
-            .limit(SEARCHED)
-        )
-        for message in rows:
-            payload = message.payload if isinstance(message.payload, dict) else {}
-            proposal = payload.get("proposal")
-            if (
-                isinstance(proposal, dict)
-                and proposal.get("ticket") == ticket_id
-                and not proposal.get("booked")
-            ):
-                message.payload = {**payload, "proposal": {**proposal, "booked": appointment_id}}
+        for message, proposal in await self._proposals(session, conversation_id):
+            if proposal.get("ticket") == ticket_id and not proposal.get("booked"):
+                booked = {**proposal, "booked": appointment_id}
+                message.payload = {**(message.payload or {}), "proposal": booked}
 
     async def _reminder_count(self, appointment_id: str) -> int:
         async with self.database.unit_of_work() as session:

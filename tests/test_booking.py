@@ -15,11 +15,10 @@ from sqlalchemy import create_engine, select, text
 
 from bot.booking import MIN_NOTICE, BookingError, Slot, SlotTaken, misfire_grace
 from bot.bootstrap import Services, bootstrap
-from bot.consent import ConsentPrompt, ConsentRequest, text_hash
-from bot.conversations import find_or_create
 from bot.language import LanguageDetector
 from bot.scheduler import build_scheduler
 from bot.storage.models import Appointment, Message, Reminder
+from tests.auxil.clients import new_client
 from tests.conftest import make_settings
 
 SERVICE = "caritas-bueren-mbe"
@@ -31,29 +30,6 @@ async def services(tmp_path: Path, detector: LanguageDetector) -> AsyncIterator[
     built = bootstrap(make_settings(tmp_path), detector=detector)
     yield built
     await built.close()
-
-
-async def new_client(services: Services, *, scopes: tuple[tuple[str, str], ...] = ()) -> tuple[str, str]:
-    """A REST client with the given consents granted; returns (client id, conversation id)."""
-    async with services.database.unit_of_work() as session:
-        client, conversation, _ = await find_or_create(session, channel="rest", external_id=uuid.uuid4().hex)
-        client.language = "uk"
-        for scope, organisation in scopes:
-            version = services.content.consent.current(scope)
-            shown = f"{version.key} test text"
-            prompt = ConsentPrompt(
-                request=ConsentRequest(scope=scope, organisation=organisation),
-                text=shown,
-                language="uk",
-                version=version.version,
-                text_id=version.text_id,
-                text_hash=text_hash(shown),
-            )
-            await services.consent.record(
-                session, client_id=client.id, prompt=prompt, granted=True, channel="rest"
-            )
-        await session.commit()
-        return client.id, conversation.id
 
 
 def organisation(services: Services) -> str:

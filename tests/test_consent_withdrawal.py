@@ -8,8 +8,9 @@ import uuid
 from sqlalchemy import select
 
 from bot.bootstrap import Services
-from bot.consent import ConsentPrompt, ConsentRequest, text_hash
+from bot.consent import ConsentRequest
 from bot.storage.models import Appointment, Ticket, TicketEvent
+from tests.auxil.clients import grant
 from tests.auxil.console import adviser
 from tests.auxil.libretranslate import FakeLibreTranslate
 from tests.conftest import LiveStack
@@ -66,23 +67,9 @@ async def test_withdrawal_removes_name_and_contact_from_booked_appointments(
     client, ticket = await waiting_client(live, desk)
     conversation = await conversation_of(desk, client.sender)
     service = desk.directory.services[SERVICE]
-    version = desk.content.consent.current("booking")
-    shown = f"{version.key} test text"
     async with desk.database.unit_of_work() as session:
-        await desk.consent.record(
-            session,
-            client_id=conversation.client_id,
-            prompt=ConsentPrompt(
-                request=ConsentRequest(scope="booking", organisation=service.organisation),
-                text=shown,
-                language="uk",
-                version=version.version,
-                text_id=version.text_id,
-                text_hash=text_hash(shown),
-            ),
-            granted=True,
-            channel="rest",
-        )
+        scopes = (("booking", service.organisation),)
+        await grant(desk, session, client_id=conversation.client_id, scopes=scopes)
         await session.commit()
     slot = (await desk.booking.free_slots(SERVICE, limit=1))[0]
     booked = await desk.booking.book(

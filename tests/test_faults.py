@@ -405,36 +405,18 @@ def seed_scheduled_reminders(database_url: str, tmp: Path) -> str:
     async def seed() -> str:
         from bot import jobs
         from bot.bootstrap import bootstrap
-        from bot.consent import ConsentPrompt, ConsentRequest, text_hash
-        from bot.conversations import find_or_create
         from bot.scheduler import build_scheduler
+        from tests.auxil.clients import new_client
         from tests.conftest import make_settings
 
         services = bootstrap(make_settings(tmp, LOTSE_DATABASE_URL=database_url))
         scheduler = build_scheduler(services.settings)
         try:
             service = services.directory.services[REMINDER_SERVICE]
-            async with services.database.unit_of_work() as session:
-                client, conversation, _ = await find_or_create(
-                    session, channel="rest", external_id="kill-reminded"
-                )
-                client.language = "tr"
-                for scope, organisation in (("booking", service.organisation), ("reminders", "")):
-                    version = services.content.consent.current(scope)
-                    shown = f"{version.key} (fault test)"
-                    prompt = ConsentPrompt(
-                        request=ConsentRequest(scope=scope, organisation=organisation),
-                        text=shown,
-                        language="tr",
-                        version=version.version,
-                        text_id=version.text_id,
-                        text_hash=text_hash(shown),
-                    )
-                    await services.consent.record(
-                        session, client_id=client.id, prompt=prompt, granted=True, channel="rest"
-                    )
-                await session.commit()
-                client_id, conversation_id = client.id, conversation.id
+            scopes = (("booking", service.organisation), ("reminders", ""))
+            client_id, conversation_id = await new_client(
+                services, scopes=scopes, language="tr", external_id="kill-reminded"
+            )
             jobs.bind(booking=services.booking)
             scheduler.start(paused=True)  # only writes the jobs into the shared store; the app runs them
             services.booking.scheduler = scheduler
