@@ -36,6 +36,7 @@ from bot.storage.models import (
 from tests.auxil.console import (
     PASSWORD,
     Clock,
+    FakeTranslator,
     adviser,
     client_writes,
     csrf_of,
@@ -45,16 +46,6 @@ from tests.auxil.console import (
 from tests.conftest import make_settings
 
 BASE = "http://127.0.0.1:8000"
-
-
-class FakeTranslator:
-    """The translation provider (outside world): marks what it translated."""
-
-    name = "fake"
-
-    def translate(self, text: str, source: str, target: str) -> str:
-        """A recognisable 'translation'."""
-        return f"[{source}->{target}] {text}"
 
 
 @dataclass

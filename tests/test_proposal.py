@@ -35,23 +35,13 @@ from bot.storage.models import (
     Ticket,
     TicketEvent,
 )
-from tests.auxil.console import Clock, adviser, csrf_of, open_ticket, sign_in
+from tests.auxil.clients import new_client
+from tests.auxil.console import Clock, FakeTranslator, adviser, csrf_of, open_ticket, sign_in
 from tests.conftest import make_settings
-from tests.test_booking import new_client
 
 BASE = "http://127.0.0.1:8000"
 ORGANISATION = "caritas-pb"
 SLOT_INPUT = re.compile(r'<input type="checkbox" name="slot" value="([^"]+)">')
-
-
-class FakeTranslator:
-    """The translation provider (outside world): marks what it translated."""
-
-    name = "fake"
-
-    def translate(self, text: str, source: str, target: str) -> str:
-        """A recognisable 'translation'."""
-        return f"[{source}->{target}] {text}"
 
 
 @dataclass

@@ -210,3 +210,13 @@ class LoopServer:
         self.server.should_exit = True
         if self.task is not None:
             await asyncio.wait_for(self.task, timeout=15)
+
+
+class FakeTranslator:
+    """The translation provider (outside world) for console tests: marks what it translated."""
+
+    name = "fake"
+
+    def translate(self, text: str, source: str, target: str) -> str:
+        """A recognisable 'translation'."""
+        return f"[{source}->{target}] {text}"
