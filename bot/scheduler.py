@@ -12,14 +12,18 @@ lost most reminders that way). Jobs hand their coroutines to the app's loop (bot
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from bot.settings import Settings
 from bot.storage.database import sync_url
+
+log = logging.getLogger(__name__)
 
 JOB_TABLE = "scheduled_jobs"
 RETENTION_JOB = "retention-purge"
@@ -46,8 +50,15 @@ class ThreadScheduler(BackgroundScheduler):  # type: ignore[misc]  # APScheduler
 
 def build_scheduler(settings: Settings) -> BackgroundScheduler:
     """A scheduler whose jobs survive restarts (stored in the app's database), in its own thread."""
+    store = SQLAlchemyJobStore(url=sync_url(settings.database_url), tablename=JOB_TABLE)
+    try:
+        store.jobs_t.create(store.engine, checkfirst=True)
+    except (IntegrityError, ProgrammingError):
+        # Two replicas starting at once on a new PostgreSQL database both create the table; the loser's
+        # CREATE fails once the winner's is committed, so the table is there (the store checks first).
+        log.info("job table %s was created by another process at the same moment", JOB_TABLE)
     return ThreadScheduler(
-        jobstores={"default": SQLAlchemyJobStore(url=sync_url(settings.database_url), tablename=JOB_TABLE)},
+        jobstores={"default": store},
         job_defaults={"coalesce": True, "misfire_grace_time": 6 * 3600, "max_instances": 1},
         timezone=UTC,
     )
