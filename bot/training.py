@@ -19,6 +19,8 @@ from bot.settings import ROOT
 
 ENGINE_BIN = ROOT / ".venv-engine" / "bin" / "rasa"
 CONFIG = ROOT / "config" / "engine"
+COMPONENTS = CONFIG / "components"
+"""Our own engine components (config.yml names them by module), put on the engine's PYTHONPATH."""
 TRAINING_DATA = (ROOT / "nlu_data" / "nlu", ROOT / "nlu_data" / "dialogue")
 MODELS = ROOT / "models"
 
@@ -32,6 +34,7 @@ def cache_dir() -> Path:
 def model_inputs() -> list[Path]:
     """Every file the model is built from, in a stable order."""
     files = [CONFIG / "config.yml", CONFIG / "domain.yml", CONFIG / "constraints.txt"]
+    files.extend(sorted(COMPONENTS.glob("*.py")))
     for directory in TRAINING_DATA:
         files.extend(sorted(directory.glob("*.yml")))
     return files
@@ -60,6 +63,7 @@ def engine_env() -> dict[str, str]:
     env.setdefault("LOTSE_ACTION_ENDPOINT", f"http://localhost:{env.get('APP_PORT', '8000')}/webhook")
     env.setdefault("LOTSE_TRACKER_DB", str(ROOT / "var" / "engine-tracker.db"))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(COMPONENTS), env.get("PYTHONPATH", "")) if p)
     return env
 
 
