@@ -173,6 +173,11 @@ class ConversationRouter:
                 if stored is not None:
                     # Still with the queue or an adviser afterwards: the message reached the console.
                     forwarded = isinstance(outcome, _Forwarded) and stored.status in (WAITING, ADVISER)
+                    if forwarded:
+                        # Kept with the message, so the widget shows "passed on" again after a reload.
+                        sent = await session.get(Message, turn.message_id)
+                        if sent is not None:
+                            sent.payload = {**(sent.payload or {}), "forwarded": decision.language}
                     for reply in outcome.replies:
                         add_message(
                             session,

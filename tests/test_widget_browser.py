@@ -254,5 +254,10 @@ def test_an_adviser_reply_is_marked_once_and_no_typing_indicator_waits_for_the_b
     answer = page.locator(".lotse-bot", has_text=f"[de->uk] {reply}")
     expect(answer.locator(".lotse-mt")).to_have_count(1)
     assert answer.inner_text().count(mark) == 1, answer.inner_text()
+    # The "passed on" note is stored with the message and comes back with the history.
+    forwarded = page.locator(".lotse-client", has_text="Диплом інженера-будівельника з Харкова")
+    expect(forwarded.locator(".lotse-sent")).to_have_text(uk["widget.forwarded"])
+    expect(forwarded.locator(".lotse-sent")).to_have_attribute("lang", "uk")
+    expect(page.locator(".lotse-sent")).to_have_count(1)
     assert problems == []
     page.close()

@@ -198,6 +198,12 @@ class WidgetChannel:
             "language": message.language,
             "machine_translated": message.machine_translated,
         }
+        forwarded = (message.payload or {}).get("forwarded") if message.direction == "in" else None
+        if forwarded:
+            # Passed on to the advisers: the note in the language the acknowledgement had.
+            entry["forwarded"] = True
+            entry["note"] = self.forwarded_notes.get(str(forwarded), "")
+            entry["note_language"] = str(forwarded)
         if message.machine_translated and message.direction == "out":
             mark = self.marks.get(message.language or "", "")
             entry["text"], entry["mark"] = without_mark(text, mark), mark

@@ -228,7 +228,9 @@
       (body.messages || []).forEach(function (m) {
         if (m.id <= lastSeenId) return;
         lastSeenId = m.id;
-        if (m.text) addMessage(m.from, m.text, { language: m.from === "bot" ? m.language : null, machine_translated: m.machine_translated, mark: m.mark });
+        if (!m.text) return;
+        var row = addMessage(m.from, m.text, { language: m.from === "bot" ? m.language : null, machine_translated: m.machine_translated, mark: m.mark });
+        if (m.forwarded && m.note) row.appendChild(el("small", { class: "lotse-sent", lang: m.note_language || lang, dir: "auto" }, m.note));
       });
       if (log.lastChild) { unread = 0; badge.hidden = true; }
     }).catch(function () {}).then(done);
