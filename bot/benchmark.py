@@ -5,8 +5,9 @@ Two stacks of real processes on loopback, one after the other:
 1. as ``make run`` starts it (engine with its SQLite tracker store, app on SQLite): closed-loop load at
    1, 10 and 50 concurrent conversations straight to the engine's REST channel, through the app's
    REST channel and through the app's socket.io channel (Rasa's protocol, python-socketio's client),
-   in the same run; then open-loop load (Poisson arrivals at fixed rates) straight to the engine and
-   through the app, rate after rate, until p95 passes one second;
+   in the same run (each level 30 s, and at least 1.2 s per conversation: 60 s at 50); then open-loop load
+   (Poisson arrivals at fixed rates, 30 s each) straight to the engine and through the app,
+   interleaved rate by rate so that both see the same machine, until p95 passes one second;
 2. the production mode (engine trackers in PostgreSQL, conversation locks in Redis, app on PostgreSQL
    with socket.io through Redis), once with one engine worker and once with two (``SANIC_WORKERS``,
    which Rasa allows with the Redis lock store): the same open-loop sweep through the app.
@@ -75,8 +76,11 @@ from bot.training import CONFIG, engine_command, engine_env, train
 
 OUT = Path(os.environ.get("LOTSE_BENCH_OUT") or ROOT / "docs" / "bench")
 LEVELS = (1, 10, 50)
-SECONDS_PER_RUN = float(os.environ.get("BENCH_SECONDS", "10"))
-SECONDS_PER_RATE = float(os.environ.get("BENCH_RATE_SECONDS", "12"))
+SECONDS_PER_RUN = float(os.environ.get("BENCH_SECONDS", "30"))
+SECONDS_PER_CONVERSATION = 1.2
+"""A closed-loop level runs at least this long per conversation (50 conversations: 60 s), so that every
+conversation takes several turns at the engine's ~7 turns/s and p95 is not the opening burst alone."""
+SECONDS_PER_RATE = float(os.environ.get("BENCH_RATE_SECONDS", "30"))
 MAX_REQUESTS_PER_RUN = 5000
 TURNS_PER_CONVERSATION = 8
 """A conversation ends after this many turns and a new one starts: real ones are short, and the
@@ -288,10 +292,15 @@ async def _closed_loop_rest(url: str, concurrency: int, messages: list[str], lab
                 latencies.append(time.perf_counter() - started)
 
         started = time.monotonic()
-        deadline = started + SECONDS_PER_RUN
+        deadline = started + _level_seconds(concurrency)
         await asyncio.gather(*(worker(i, deadline) for i in range(concurrency)))
         seconds = time.monotonic() - started
     return _run(label, concurrency, latencies, errors, seconds)
+
+
+def _level_seconds(concurrency: int) -> float:
+    """How long one closed-loop level runs."""
+    return max(SECONDS_PER_RUN, concurrency * SECONDS_PER_CONVERSATION)
 
 
 def _run(label: str, concurrency: int, latencies: list[float], errors: int, seconds: float) -> Run:
@@ -389,7 +398,7 @@ async def _closed_loop_socketio(url: str, concurrency: int, messages: list[str],
                 latencies.append(seconds)
 
         started = time.monotonic()
-        deadline = started + SECONDS_PER_RUN
+        deadline = started + _level_seconds(concurrency)
         await asyncio.gather(*(worker(i, deadline) for i in range(concurrency)))
         seconds = time.monotonic() - started
     finally:
@@ -468,12 +477,16 @@ REFINE_STEPS = int(os.environ.get("BENCH_REFINE_STEPS", "2"))
 """Bisection steps between the last rate under 500 ms and the first above it (2: to a quarter step)."""
 
 
-def _sweep(url: str, messages: list[str], label: str) -> Sweep:
-    """Rate after rate until p95 passes one second (or errors appear, or MAX_RATE); then the knee is
-    narrowed by bisection, so that a ratio of two targets' highest rates is not one whole step coarse."""
-    sweep = Sweep(target=label)
+def _sweeps(targets: list[tuple[str, str]], messages: list[str]) -> list[Sweep]:
+    """Open-loop sweeps of several (url, label) targets, interleaved rate by rate so that they see the
+    same machine: rate after rate until a target's p95 passes one second (or errors appear, or
+    MAX_RATE); then each knee is narrowed by bisection, again target after target, so that a ratio of
+    two targets' highest rates is not one whole step coarse."""
+    sweeps = [Sweep(target=label) for _url, label in targets]
 
-    def measure(rate: float) -> RateRun:
+    def measure(index: int, rate: float) -> RateRun:
+        url, label = targets[index]
+        sweep = sweeps[index]
         run = asyncio.run(_open_loop(url, rate, messages, label))
         sweep.runs.append(run)
         sweep.runs.sort(key=lambda r: r.rate)
@@ -485,21 +498,26 @@ def _sweep(url: str, messages: list[str], label: str) -> Sweep:
         time.sleep(1)  # let the last answers settle before the next rate
         return run
 
+    active = set(range(len(targets)))
     for rate in _rates():
-        run = measure(rate)
-        if run.p95_ms > SATURATED_P95_MS or run.errors:
+        if not active:
             break
-    low = sweep.max_rate_under_target
-    above = [r.rate for r in sweep.runs if r.rate > low]
-    high = min(above) if above else 0.0
-    for _ in range(REFINE_STEPS if low and high else 0):
-        middle = round((low + high) / 2, 2)
-        run = measure(middle)
-        if run.p95_ms < TARGET_P95_MS and not run.errors:
-            low = middle
-        else:
-            high = middle
-    return sweep
+        for index in sorted(active):
+            run = measure(index, rate)
+            if run.p95_ms > SATURATED_P95_MS or run.errors:
+                active.discard(index)
+    bounds: dict[int, tuple[float, float]] = {}
+    for index, sweep in enumerate(sweeps):
+        low = sweep.max_rate_under_target
+        above = [r.rate for r in sweep.runs if r.rate > low]
+        if low and above:
+            bounds[index] = (low, min(above))
+    for _ in range(REFINE_STEPS):
+        for index, (low, high) in sorted(bounds.items()):
+            middle = round((low + high) / 2, 2)
+            run = measure(index, middle)
+            bounds[index] = (middle, high) if run.p95_ms < TARGET_P95_MS and not run.errors else (low, middle)
+    return sweeps
 
 
 def _wait(url: str, check: str, timeout: float, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -773,10 +791,13 @@ def _default_stage(
         }
         with stack.peak() as peak:
             runs = _closed_loops(stack, LEVELS, messages)
-            sweeps = [
-                _sweep(f"{stack.engine_url}/webhooks/rest/webhook", messages, "engine"),
-                _sweep(f"{stack.app_url}/webhooks/rest/webhook", messages, "app"),
-            ]
+            sweeps = _sweeps(
+                [
+                    (f"{stack.engine_url}/webhooks/rest/webhook", "engine"),
+                    (f"{stack.app_url}/webhooks/rest/webhook", "app"),
+                ],
+                messages,
+            )
         figures["rss_mb_peak_under_load"] = peak.peak
         figures["rss_mb_after_load"] = stack.rss()
     finally:
@@ -803,7 +824,7 @@ def _production_stage(
             stack.start()
             label = f"app, production, {workers} engine worker{'s' if workers > 1 else ''}"
             with stack.peak() as peak:
-                sweep = _sweep(f"{stack.app_url}/webhooks/rest/webhook", messages, label)
+                (sweep,) = _sweeps([(f"{stack.app_url}/webhooks/rest/webhook", label)], messages)
                 runs = _closed_loops(stack, (10,), messages, suffix="-production") if workers == 1 else []
         finally:
             stack.stop()
