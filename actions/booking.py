@@ -61,6 +61,10 @@ QUESTION_INTENTS = frozenset(
         "request_human",
     }
 )
+SHORT_REPLY_WORDS = 3
+QUESTION_CONFIDENCE = 0.6
+"""A reply of up to SHORT_REPLY_WORDS words without a question mark counts as a question only with at
+least this intent confidence; else it is taken as an attempt to answer the step."""
 ABORT_INTENTS = frozenset({"cancel_appointment", "goodbye"})
 CHOOSE = re.compile(r"^/choose\s*(\{.*\})\s*$", re.DOTALL)
 DIGITS = str.maketrans("٠١٢٣٤٥٦٧٨٩۰۱۲۳۴۵۶۷۸۹", "01234567890123456789")
@@ -197,8 +201,16 @@ class ValidateBookingForm(Action):
             events.append(SlotSet("booking_age", "under27" if years < 27 else "27plus"))
         return events
 
-    def _question(self, intent: str, picked: dict[str, str]) -> bool:
-        return not picked and intent in QUESTION_INTENTS
+    def _question(self, intent: str, picked: dict[str, str], tracker: Tracker) -> bool:
+        """Whether the message asks something else (rules answer it, then the form asks again) rather
+        than trying to answer the step: a short reply without "?" that the NLU is unsure about ("thirty
+        four", "vierunddreißig") is an attempt at an answer and gets the step's own hint."""
+        if picked or intent not in QUESTION_INTENTS:
+            return False
+        text = (tracker.latest_message.get("text") or "").strip()
+        confidence = float((tracker.latest_message.get("intent") or {}).get("confidence") or 0.0)
+        short = len(text.split()) <= SHORT_REPLY_WORDS and "?" not in text and "؟" not in text
+        return not (short and confidence < QUESTION_CONFIDENCE)
 
     async def _booking_topic(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, picked: Picked, text: str, intent: str
@@ -206,7 +218,7 @@ class ValidateBookingForm(Action):
         topic = picked.get("topic") or TOPIC_OF_INTENT.get(intent)
         if topic in TOPICS:
             return [SlotSet("booking_topic", topic)]
-        if self._question(intent, picked):
+        if self._question(intent, picked, tracker):
             return []
         return [SlotSet("booking_topic", "counselling")] if text and not text.startswith("/") else []
 
@@ -220,7 +232,7 @@ class ValidateBookingForm(Action):
             return [*clear_booking(), ActiveLoop(None)]
         if town in directory.towns:
             return [SlotSet("booking_town", town)]
-        if self._question(intent, picked):
+        if self._question(intent, picked, tracker):
             return []
         say(dispatcher, "booking.town_unknown")
         return [SlotSet("booking_town", None)]
@@ -238,7 +250,7 @@ class ValidateBookingForm(Action):
                 say(dispatcher, "handoff.contacts")
                 return [*clear_booking(), ActiveLoop(None)]
             return [SlotSet("booking_age", "under27" if years < 27 else "27plus")]
-        if self._question(intent, picked):
+        if self._question(intent, picked, tracker):
             return []
         say(dispatcher, "booking.age_digits")
         return [SlotSet("booking_age", None)]
@@ -249,7 +261,7 @@ class ValidateBookingForm(Action):
         language = picked.get("language")
         if language in LANGUAGES:
             return self._with_jobcenter(tracker, [SlotSet("booking_language", language)])
-        if self._question(intent, picked):
+        if self._question(intent, picked, tracker):
             return []
         if self.context.lexicon.is_yes(text):
             return self._with_jobcenter(tracker, [SlotSet("booking_language", language_of(tracker))])
@@ -273,7 +285,7 @@ class ValidateBookingForm(Action):
                 answer = "no"
         if answer in ("yes", "no", "unknown"):
             return [SlotSet("booking_jobcenter", answer)]
-        if self._question(intent, picked):
+        if self._question(intent, picked, tracker):
             return []
         say(dispatcher, "booking.choose_button")
         return [SlotSet("booking_jobcenter", None)]
@@ -293,7 +305,7 @@ class ValidateBookingForm(Action):
             ]
         key = picked.get("slot")
         if key is None:
-            if self._question(intent, picked):
+            if self._question(intent, picked, tracker):
                 return []
             say(dispatcher, "booking.choose_button")
             return [SlotSet("booking_slot", None)]
@@ -335,7 +347,7 @@ class ValidateBookingForm(Action):
                 buttons=[{"key": "button.human", "payload": "/request_human"}],
             )
             return [*clear_booking(), ActiveLoop(None)]
-        if self._question(intent, picked):
+        if self._question(intent, picked, tracker):
             return []
         return [SlotSet("booking_consent", None)]
 
@@ -345,7 +357,7 @@ class ValidateBookingForm(Action):
         answer = picked.get("reminders")
         if answer in ("yes", "no"):
             return [SlotSet("booking_reminders", answer)]
-        if self._question(intent, picked):
+        if self._question(intent, picked, tracker):
             return []
         return [SlotSet("booking_reminders", None)]
 
@@ -354,7 +366,7 @@ class ValidateBookingForm(Action):
     ) -> list[EventType]:
         if picked.get("contact") == "skip" or self.context.lexicon.is_no(text) or intent == "deny":
             return [SlotSet("booking_contact", "-")]
-        if self._question(intent, picked) and "@" not in text and not re.search(r"\d{5,}", text):
+        if self._question(intent, picked, tracker) and "@" not in text and not re.search(r"\d{5,}", text):
             return []
         if text and not text.startswith("/"):
             return [SlotSet("booking_contact", " ".join(text.split())[:120])]
