@@ -27,6 +27,9 @@ from bot.language import LanguageDetector, decide_language
 from bot.settings import ROOT
 
 HELDOUT = ROOT / "nlu_data" / "heldout"
+HELDOUT_SETS = {"A": HELDOUT, "B": ROOT / "nlu_data" / "heldout2"}
+"""Held-out sets, each written apart from the training data and from the other set (nlu_data/README.md).
+A keeps its language-detection messages in ``language_id.yml``; B in each file under ``language_id``."""
 REPORT_DIR = ROOT / "docs" / "eval"
 IN_SCOPE = ("ask_language_course", "ask_recognition", "ask_qualification", "ask_followup")
 NOT_ANSWERED = ("out_of_scope", "nlu_fallback")
@@ -61,10 +64,19 @@ class Report:
     """The fallback sweep: macro-F1 and out-of-scope recall for other FallbackClassifier settings."""
 
 
-def load_heldout(lang: str) -> dict[str, Any]:
+def load_heldout(lang: str, folder: Path = HELDOUT) -> dict[str, Any]:
     """A language's held-out file."""
-    data: dict[str, Any] = yaml.safe_load((HELDOUT / f"{lang}.yml").read_text(encoding="utf-8"))
+    data: dict[str, Any] = yaml.safe_load((folder / f"{lang}.yml").read_text(encoding="utf-8"))
     return data
+
+
+def language_id_messages(folder: Path) -> dict[str, list[str]]:
+    """A set's messages for language detection, per language (three words or more each)."""
+    shared = folder / "language_id.yml"
+    if shared.exists():
+        data: dict[str, list[Any]] = yaml.safe_load(shared.read_text(encoding="utf-8")) or {}
+        return {lang: [str(t) for t in data.get(lang, [])] for lang in LANGUAGES}
+    return {lang: [str(t) for t in load_heldout(lang, folder).get("language_id", [])] for lang in LANGUAGES}
 
 
 def macro_f1(pairs: list[tuple[str, str]]) -> float:
@@ -131,19 +143,16 @@ def fallback_settings(config: Path) -> tuple[float, float]:
     return 0.0, 0.0
 
 
-def evaluate(parse: Callable[[str], str], detector: LanguageDetector) -> Report:
-    """Score every held-out example; ``parse`` returns the predicted intent name."""
+def evaluate(parse: Callable[[str], str], detector: LanguageDetector, folder: Path = HELDOUT) -> Report:
+    """Score every example of one held-out set; ``parse`` returns the predicted intent name."""
     started = time.monotonic()
     report = Report()
     all_pairs: list[tuple[str, str]] = []
     confusions: Counter[tuple[str, str]] = Counter()
     detected_ok = detected_total = 0
-    language_id_file = HELDOUT / "language_id.yml"
-    language_id: dict[str, list[str]] = (
-        yaml.safe_load(language_id_file.read_text(encoding="utf-8")) if language_id_file.exists() else {}
-    )
+    language_id = language_id_messages(folder)
     for lang in LANGUAGES:
-        data = load_heldout(lang)
+        data = load_heldout(lang, folder)
         pairs: list[tuple[str, str]] = []
         scores = LanguageScores()
         in_scope_total = in_scope_ok = mixed_total = mixed_ok = 0
@@ -196,17 +205,66 @@ def evaluate(parse: Callable[[str], str], detector: LanguageDetector) -> Report:
     return report
 
 
-def render_markdown(report: Report, *, fingerprint: str, training_seconds: str) -> str:
-    """The report as a Markdown table."""
+SET_NOTES = {
+    "A": "written by the project's first NLU authors beside the training data (never trained on)",
+    "B": "written later by separate writers who saw neither the training data nor set A",
+}
+
+
+def render_markdown(reports: dict[str, Report], *, fingerprint: str, training_seconds: str) -> str:
+    """The reports of every held-out set as Markdown tables."""
     lines = [
         "# NLU and language evaluation",
         "",
-        f"Model `lotse-{fingerprint}` (training took {training_seconds} s). Held-out examples are "
-        "written separately from the training data (`nlu_data/heldout/`) and never trained on. "
-        "Produced by `make eval`.",
+        f"Model `lotse-{fingerprint}` (training took {training_seconds} s). Produced by `make eval`. "
+        "Each held-out set is written apart from the training data and never trained on:",
+        "",
+    ]
+    for name in reports:
+        folder = HELDOUT_SETS[name].relative_to(ROOT)
+        lines.append(f"- **Set {name}** (`{folder}/`): {SET_NOTES.get(name, '')}.")
+    lines.append("")
+    for name, report in reports.items():
+        lines += _set_section(name, report)
+    lines += [
+        "Detection (language_id) is measured on messages of three or more words written for that "
+        "purpose; the intent sets also hold messages written wholly in German or in Latin-script "
+        "Arabic/Persian/Russian under another language, so their figure is lower. \"Answer in client's "
+        'language": for an in-scope question from a client whose language is already known, the share '
+        "answered in that language (a confident contradicting detection switches it).",
+        "",
+        "![macro-F1 per language](f1.png)",
+        "",
+    ]
+    sweep = next((r.thresholds for r in reports.values() if r.thresholds), [])
+    if sweep:
+        configured = fallback_settings(ROOT / "config" / "engine" / "config.yml")
+        lines += [
+            "## Fallback settings",
+            "",
+            "The same classifier rankings (both sets together) scored with other FallbackClassifier "
+            "settings (threshold, ambiguity threshold): lower settings answer more and fall back less, "
+            "higher ones send more out-of-scope messages to the fallback. ◀ marks the configured pair.",
+            "",
+            "| threshold | ambiguity | overall macro-F1 | lowest language macro-F1 | out-of-scope recall |",
+            "| ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for row in sweep:
+            mark = " ◀" if (row["threshold"], row["ambiguity"]) == configured else ""
+            lines.append(
+                f"| {row['threshold']:.2f} | {row['ambiguity']:.2f} | {row['macro_f1']:.3f} "
+                f"| {row['min_f1']:.3f} | {row['oos']:.3f}{mark} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _set_section(name: str, report: Report) -> list[str]:
+    lines = [
+        f"## Set {name}",
         "",
         "| language | examples | intent accuracy | macro-F1 | out-of-scope recall "
-        "| detection (language_id.yml) | detection (intent set, ≥3 words) "
+        "| detection (language_id) | detection (intent set, ≥3 words) "
         "| answer in client's language | flips on short replies |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -228,65 +286,52 @@ def render_markdown(report: Report, *, fingerprint: str, training_seconds: str) 
         "| --- | --- | ---: |",
     ]
     lines += [f"| {t} | {p} | {n} |" for t, p, n in report.confusions]
-    lines += [
-        "",
-        "Detection (language_id.yml) is measured on messages of three or more words written for that "
-        "purpose; the intent set also holds messages written wholly in German or in Latin-script "
-        "Arabic/Persian/Russian under another language, so its figure is lower. \"Answer in client's "
-        'language": for an in-scope question from a client whose language is already known, the share '
-        "answered in that language (a confident contradicting detection switches it).",
-        "",
-        "![macro-F1 per language](f1.png)",
-        "",
-    ]
-    if report.thresholds:
-        configured = fallback_settings(ROOT / "config" / "engine" / "config.yml")
-        lines += [
-            "## Fallback settings",
-            "",
-            "The same classifier rankings scored with other FallbackClassifier settings (threshold, "
-            "ambiguity threshold): lower settings answer more and fall back less, higher ones send more "
-            "out-of-scope messages to the fallback. ◀ marks the configured pair.",
-            "",
-            "| threshold | ambiguity | overall macro-F1 | lowest language macro-F1 | out-of-scope recall |",
-            "| ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for row in report.thresholds:
-            mark = " ◀" if (row["threshold"], row["ambiguity"]) == configured else ""
-            lines.append(
-                f"| {row['threshold']:.2f} | {row['ambiguity']:.2f} | {row['macro_f1']:.3f} "
-                f"| {row['min_f1']:.3f} | {row['oos']:.3f}{mark} |"
-            )
-        lines.append("")
-    return "\n".join(lines)
+    lines.append("")
+    return lines
 
 
-def plot(report: Report, path: Path) -> None:
-    """A bar chart of macro-F1 and detection accuracy per language."""
+def plot(reports: dict[str, Report], path: Path) -> None:
+    """A bar chart of macro-F1 per language and set, and detection accuracy."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    langs = list(report.languages)
-    f1 = [report.languages[lang].macro_f1 for lang in langs]
-    det = [report.languages[lang].detection_accuracy for lang in langs]
-    fig, ax = plt.subplots(figsize=(8, 3.6), dpi=110)
-    xs = range(len(langs))
-    ax.bar([x - 0.2 for x in xs], f1, width=0.4, label="intent macro-F1")
-    ax.bar([x + 0.2 for x in xs], det, width=0.4, label="language detection")
+    langs = list(LANGUAGES)
+    bars = [
+        (f"macro-F1, set {name}", [r.languages[lang].macro_f1 for lang in langs])
+        for name, r in reports.items()
+    ]
+    bars.append(
+        (
+            "language detection (all sets)",
+            [
+                sum(
+                    r.languages[lang].detection_accuracy * r.languages[lang].detection_examples
+                    for r in reports.values()
+                )
+                / max(1, sum(r.languages[lang].detection_examples for r in reports.values()))
+                for lang in langs
+            ],
+        )
+    )
+    width = 0.8 / len(bars)
+    fig, ax = plt.subplots(figsize=(8.5, 3.8), dpi=110)
+    for i, (label, values) in enumerate(bars):
+        offset = (i - (len(bars) - 1) / 2) * width
+        ax.bar([x + offset for x in range(len(langs))], values, width=width, label=label)
     ax.axhline(0.92, color="grey", linestyle="--", linewidth=0.8)
-    ax.set_xticks(list(xs), langs)
+    ax.set_xticks(list(range(len(langs))), langs)
     ax.set_ylim(0.5, 1.0)
     ax.set_title("Held-out evaluation per language")
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
 def main() -> None:
-    """Start the engine with the current model, evaluate, write the report."""
+    """Start the engine with the current model, evaluate every held-out set, write the report."""
     from bot.training import engine_command, engine_env, fingerprint, train
 
     model = train()
@@ -296,6 +341,7 @@ def main() -> None:
     (ROOT / "var").mkdir(exist_ok=True)
     with (ROOT / "var" / "eval-engine.log").open("wb") as log:
         process = subprocess.Popen(engine_command(model, port), env=env, stdout=log, stderr=subprocess.STDOUT)
+    reports: dict[str, Report] = {}
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 180
@@ -309,7 +355,6 @@ def main() -> None:
                 raise SystemExit("the engine did not start; see var/eval-engine.log")
             time.sleep(0.5)
         with httpx.Client(base_url=url, timeout=30) as http:
-
             rankings: dict[str, Ranking] = {}
 
             def parse(text: str) -> str:
@@ -318,16 +363,18 @@ def main() -> None:
                 return str(result["intent"]["name"])
 
             content = load_content(ROOT / "content")
-            report = evaluate(parse, LanguageDetector(content.lexicons["de"].embedded_terms))
-            examples = {
-                lang: [
-                    (intent, rankings[str(example)])
-                    for intent, items in load_heldout(lang)["intents"].items()
-                    for example in items
-                ]
-                for lang in LANGUAGES
-            }
-            report.thresholds = threshold_sweep(examples)
+            detector = LanguageDetector(content.lexicons["de"].embedded_terms)
+            examples: dict[str, list[tuple[str, Ranking]]] = {lang: [] for lang in LANGUAGES}
+            for name, folder in HELDOUT_SETS.items():
+                reports[name] = evaluate(parse, detector, folder)
+                for lang in LANGUAGES:
+                    examples[lang] += [
+                        (intent, rankings[str(example)])
+                        for intent, items in load_heldout(lang, folder)["intents"].items()
+                        for example in items
+                    ]
+            first = next(iter(reports.values()))
+            first.thresholds = threshold_sweep(examples)
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -335,10 +382,11 @@ def main() -> None:
     seconds_file = model.parent / f"{model.name}.seconds"
     training_seconds = seconds_file.read_text().strip() if seconds_file.exists() else "?"
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
-    markdown = render_markdown(report, fingerprint=fp, training_seconds=training_seconds)
+    markdown = render_markdown(reports, fingerprint=fp, training_seconds=training_seconds)
     (REPORT_DIR / "report.md").write_text(markdown, encoding="utf-8")
-    (REPORT_DIR / "report.json").write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
-    plot(report, REPORT_DIR / "f1.png")
+    data = {"model": f"lotse-{fp}", "sets": {name: asdict(r) for name, r in reports.items()}}
+    (REPORT_DIR / "report.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    plot(reports, REPORT_DIR / "f1.png")
     print(markdown)
 
 
