@@ -18,7 +18,10 @@ from pathlib import Path
 from bot.settings import ROOT
 
 ENGINE_BIN = ROOT / ".venv-engine" / "bin" / "rasa"
+ENGINE_PY = ROOT / ".venv-engine" / "bin" / "python"
 CONFIG = ROOT / "config" / "engine"
+SERVE = CONFIG / "serve.py"
+"""Rasa's command line with the engine's run-time fixes (not part of the fingerprint)."""
 COMPONENTS = CONFIG / "components"
 """Our own engine components (config.yml names them by module), put on the engine's PYTHONPATH."""
 TRAINING_DATA = (ROOT / "nlu_data" / "nlu", ROOT / "nlu_data" / "dialogue")
@@ -114,9 +117,9 @@ def newest_model() -> Path:
 
 
 def engine_command(model: Path, port: int, *, endpoints: Path | None = None) -> list[str]:
-    """The command line that serves a model with the HTTP API enabled."""
+    """The command line that serves a model with the HTTP API enabled (through config/engine/serve.py)."""
     return [
-        str(ENGINE_BIN), "run",
+        str(ENGINE_PY), str(SERVE), "run",
         "--enable-api",
         "--port", str(port),
         "--model", str(model),
@@ -141,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         (ROOT / "var").mkdir(exist_ok=True)
         port = int(os.environ.get("ENGINE_PORT", "5005"))
-        os.execve(str(ENGINE_BIN), engine_command(newest_model(), port), engine_env())
+        os.execve(str(ENGINE_PY), engine_command(newest_model(), port), engine_env())
 
 
 if __name__ == "__main__":
