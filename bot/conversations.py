@@ -6,52 +6,58 @@ from typing import Any
 
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from bot.storage.models import ChannelIdentity, Client, Conversation, Message, utcnow
 
 
-async def find_or_create(
-    session: AsyncSession, *, channel: str, external_id: str
+def find_or_create_sync(
+    session: Session, *, channel: str, external_id: str
 ) -> tuple[Client, Conversation, bool]:
     """The client and open conversation behind a channel identity; True when the client is new."""
     # One round trip for the usual case (a known client with an open conversation on this channel).
-    row = (
-        await session.execute(
-            select(Client, Conversation)
-            .select_from(ChannelIdentity)
-            .join(Client, Client.id == ChannelIdentity.client_id)
-            .outerjoin(
-                Conversation,
-                and_(
-                    Conversation.client_id == Client.id,
-                    Conversation.channel == channel,
-                    Conversation.status != "closed",
-                ),
-            )
-            .where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == external_id)
-            .order_by(Conversation.created_at.desc())
-            .limit(1)
+    row = session.execute(
+        select(Client, Conversation)
+        .select_from(ChannelIdentity)
+        .join(Client, Client.id == ChannelIdentity.client_id)
+        .outerjoin(
+            Conversation,
+            and_(
+                Conversation.client_id == Client.id,
+                Conversation.channel == channel,
+                Conversation.status != "closed",
+            ),
         )
+        .where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == external_id)
+        .order_by(Conversation.created_at.desc())
+        .limit(1)
     ).first()
     if row is None:
         client = Client()
         session.add(client)
-        await session.flush()
+        session.flush()
         session.add(ChannelIdentity(client_id=client.id, channel=channel, external_id=external_id))
         conversation = Conversation(client_id=client.id, channel=channel)
         session.add(conversation)
-        await session.flush()
+        session.flush()
         return client, conversation, True
     client, open_conversation = row
     if open_conversation is None:
         open_conversation = Conversation(client_id=client.id, channel=channel)
         session.add(open_conversation)
-        await session.flush()
+        session.flush()
     return client, open_conversation, False
 
 
+async def find_or_create(
+    session: AsyncSession, *, channel: str, external_id: str
+) -> tuple[Client, Conversation, bool]:
+    """``find_or_create_sync`` in an async session."""
+    return await session.run_sync(find_or_create_sync, channel=channel, external_id=external_id)
+
+
 def add_message(
-    session: AsyncSession,
+    session: AsyncSession | Session,
     *,
     conversation: Conversation,
     direction: str,

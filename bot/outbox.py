@@ -7,6 +7,7 @@ import logging
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from bot.channels.base import OutboundMessage, OutputChannel
 from bot.conversations import add_message
@@ -87,10 +88,10 @@ class Outbox:
         return True
 
 
-async def take_undelivered(session: AsyncSession, conversation_id: str) -> list[Message]:
+def take_undelivered_sync(session: Session, conversation_id: str) -> list[Message]:
     """Stored messages not yet seen by a client on a channel that cannot push; marks them delivered."""
     rows = list(
-        await session.scalars(
+        session.scalars(
             select(Message)
             .where(
                 Message.conversation_id == conversation_id,

@@ -10,18 +10,20 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from bot import LANGUAGES
 from bot.appointments import AppointmentsDialogue
 from bot.channels.base import Button, InboundMessage, OutboundMessage
 from bot.consent import ConsentRequest
-from bot.conversations import add_message, find_or_create
+from bot.conversations import add_message, find_or_create_sync
 from bot.data_rights import DataRightsDialogue, Outcome, Turn
 from bot.engine import EngineClient, EngineReply
 from bot.errors import EngineUnavailable, StorageUnavailable
 from bot.handoff import ADVISER, STOP_WAITING, WAITING, HandoffRequest, HandoffService
-from bot.language import LanguageDecision, LanguageDetector, decide_language
+from bot.language import Detection, LanguageDecision, LanguageDetector, decide_language
 from bot.lexicon import LexiconMatcher
-from bot.outbox import Outbox, take_undelivered
+from bot.outbox import Outbox, take_undelivered_sync
 from bot.proposals import PROPOSAL, ProposalService
 from bot.storage.database import Database
 from bot.storage.models import Conversation, Message
@@ -59,6 +61,18 @@ class RouterReply:
     messages: list[OutboundMessage]
     forwarded: bool = False
     """The message went to the organisation's console (queue or adviser); the bot does not answer it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Inbound:
+    """What the first unit of work of a message found and decided."""
+
+    decision: LanguageDecision
+    turn: Turn
+    chosen: str | None
+    pending: dict[str, object] | None
+    status: str
+    earlier: list[OutboundMessage]
 
 
 @dataclass(kw_only=True)
@@ -123,80 +137,93 @@ class ConversationRouter:
     async def _handle(self, inbound: InboundMessage) -> RouterReply:
         text = inbound.text if inbound.kind == "text" else ""
         detection = self.detector.detect(text)
-        async with self.database.unit_of_work() as session:
-            client, conversation, _new = await find_or_create(
-                session, channel=inbound.channel, external_id=inbound.external_id
-            )
-            decision = decide_language(
-                current=client.language,
-                source=client.language_source,
-                detection=detection,
-                hint=inbound.language_hint,
-                default=self.default_language,
-            )
-            chosen = _chosen_language(text)
-            if chosen:
-                decision = LanguageDecision(language=chosen, source="explicit", changed=True)
-            if text.strip() == _KEEP_LANGUAGE and client.language:
-                decision = LanguageDecision(language=client.language, source="explicit")
-            client.language, client.language_source = decision.language, decision.source
-            stored_in = add_message(
-                session,
-                conversation=conversation,
-                direction="in",
-                author="client",
-                kind=inbound.kind,
-                text=inbound.text[: self.max_chars * 2],
-                # Too short to detect: the conversation's language, so the console translates it too.
-                language=detection.language if detection.usable else decision.language,
-            )
-            pending, status = conversation.pending, conversation.status
-            earlier = []
-            if not self.outbox.can_push(inbound.channel):
-                earlier = [_stored_reply(m) for m in await take_undelivered(session, conversation.id)]
-            await session.commit()
-            turn = Turn(
-                client_id=client.id,
-                conversation_id=conversation.id,
-                channel=inbound.channel,
-                language=decision.language,
-                text=text,
-                message_id=stored_in.id,
-            )
-
-        outcome = await self._answer(inbound, turn, decision, chosen, pending, status)
-
+        stored = await self.database.run(self._store_inbound, inbound, text, detection)
+        decision, turn = stored.decision, stored.turn
+        outcome = await self._answer(inbound, turn, decision, stored.chosen, stored.pending, stored.status)
         forwarded = False
         if not outcome.erased:
-            async with self.database.unit_of_work() as session:
-                stored = await session.get(Conversation, turn.conversation_id)
-                if stored is not None:
-                    # Still with the queue or an adviser afterwards: the message reached the console.
-                    forwarded = isinstance(outcome, _Forwarded) and stored.status in (WAITING, ADVISER)
-                    if forwarded:
-                        # Kept with the message, so the widget shows "passed on" again after a reload.
-                        sent = await session.get(Message, turn.message_id)
-                        if sent is not None:
-                            sent.payload = {**(sent.payload or {}), "forwarded": decision.language}
-                    for reply in outcome.replies:
-                        add_message(
-                            session,
-                            conversation=stored,
-                            direction="out",
-                            author="bot",
-                            text=reply.text,
-                            language=reply.language,
-                            content_key=reply.content_key,
-                            machine_translated=reply.machine_translated,
-                            payload=_reply_payload(reply),
-                        )
-                    await session.commit()
+            forwarded = await self.database.run(self._store_replies, turn, outcome, decision.language)
         return RouterReply(
             conversation_id=turn.conversation_id,
             language=decision.language,
-            messages=earlier + outcome.replies,
+            messages=stored.earlier + outcome.replies,
             forwarded=forwarded,
         )
+
+    def _store_inbound(
+        self, session: Session, inbound: InboundMessage, text: str, detection: Detection
+    ) -> _Inbound:
+        """Unit of work 1 (on a database thread): the client, the language decision, the message."""
+        client, conversation, _new = find_or_create_sync(
+            session, channel=inbound.channel, external_id=inbound.external_id
+        )
+        decision = decide_language(
+            current=client.language,
+            source=client.language_source,
+            detection=detection,
+            hint=inbound.language_hint,
+            default=self.default_language,
+        )
+        chosen = _chosen_language(text)
+        if chosen:
+            decision = LanguageDecision(language=chosen, source="explicit", changed=True)
+        if text.strip() == _KEEP_LANGUAGE and client.language:
+            decision = LanguageDecision(language=client.language, source="explicit")
+        client.language, client.language_source = decision.language, decision.source
+        stored_in = add_message(
+            session,
+            conversation=conversation,
+            direction="in",
+            author="client",
+            kind=inbound.kind,
+            text=inbound.text[: self.max_chars * 2],
+            # Too short to detect: the conversation's language, so the console translates it too.
+            language=detection.language if detection.usable else decision.language,
+        )
+        pending, status = conversation.pending, conversation.status
+        earlier = []
+        if not self.outbox.can_push(inbound.channel):
+            earlier = [_stored_reply(m) for m in take_undelivered_sync(session, conversation.id)]
+        session.commit()
+        turn = Turn(
+            client_id=client.id,
+            conversation_id=conversation.id,
+            channel=inbound.channel,
+            language=decision.language,
+            text=text,
+            message_id=stored_in.id,
+        )
+        return _Inbound(
+            decision=decision, turn=turn, chosen=chosen, pending=pending, status=status, earlier=earlier
+        )
+
+    @staticmethod
+    def _store_replies(session: Session, turn: Turn, outcome: Outcome, language: str) -> bool:
+        """Unit of work 2 (on a database thread): the replies; True when the message was passed on."""
+        stored = session.get(Conversation, turn.conversation_id)
+        if stored is None:
+            return False
+        # Still with the queue or an adviser afterwards: the message reached the console.
+        forwarded = isinstance(outcome, _Forwarded) and stored.status in (WAITING, ADVISER)
+        if forwarded:
+            # Kept with the message, so the widget shows "passed on" again after a reload.
+            sent = session.get(Message, turn.message_id)
+            if sent is not None:
+                sent.payload = {**(sent.payload or {}), "forwarded": language}
+        for reply in outcome.replies:
+            add_message(
+                session,
+                conversation=stored,
+                direction="out",
+                author="bot",
+                text=reply.text,
+                language=reply.language,
+                content_key=reply.content_key,
+                machine_translated=reply.machine_translated,
+                payload=_reply_payload(reply),
+            )
+        session.commit()
+        return forwarded
 
     async def _answer(
         self,
