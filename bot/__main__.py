@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     add_commands(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request at INFO (two lines per client message: the engine call and, in the
+    # access log, the engine's action call); failures are logged where they are handled.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     from bot.settings import load_settings
 
     try:
