@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -84,6 +85,33 @@ def add_message(
     session.add(message)
     conversation.updated_at = utcnow()
     return message
+
+
+def insert_messages(session: Session, conversation_id: str, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert message rows (``add_message``'s fields) without the ORM's unit of work; their ids in order.
+
+    For the router's hot path: one INSERT statement, no objects to track (about a third of the app's
+    CPU per turn went into the unit of work's flushes, measured with py-spy).
+    """
+    if not rows:
+        return []
+    # None values left out: a missing payload is SQL NULL (the ORM stored JSON null; both read as None).
+    values = []
+    for row in rows:
+        values.append({k: v for k, v in row.items() if v is not None} | {"conversation_id": conversation_id})
+    ids = session.scalars(insert(Message).returning(Message.id, sort_by_parameter_order=True), values)
+    return list(ids)
+
+
+def touch_conversation(session: Session, conversation_id: str) -> str | None:
+    """Mark a conversation as just active; its status, or None when it no longer exists."""
+    status: str | None = session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation_id)
+        .values(updated_at=utcnow())
+        .returning(Conversation.status)
+    ).scalar_one_or_none()
+    return status
 
 
 async def history(session: AsyncSession, conversation_id: str) -> list[Message]:

@@ -16,7 +16,7 @@ from bot import LANGUAGES
 from bot.appointments import AppointmentsDialogue
 from bot.channels.base import Button, InboundMessage, OutboundMessage
 from bot.consent import ConsentRequest
-from bot.conversations import add_message, find_or_create_sync
+from bot.conversations import find_or_create_sync, insert_messages, touch_conversation
 from bot.data_rights import DataRightsDialogue, Outcome, Turn
 from bot.engine import EngineClient, EngineReply
 from bot.errors import EngineUnavailable, StorageUnavailable
@@ -26,7 +26,7 @@ from bot.lexicon import LexiconMatcher
 from bot.outbox import Outbox, take_undelivered_sync
 from bot.proposals import PROPOSAL, ProposalService
 from bot.storage.database import Database
-from bot.storage.models import Conversation, Message
+from bot.storage.models import Message, utcnow
 from bot.texts import TextService
 
 log = logging.getLogger(__name__)
@@ -170,16 +170,21 @@ class ConversationRouter:
         if text.strip() == _KEEP_LANGUAGE and client.language:
             decision = LanguageDecision(language=client.language, source="explicit")
         client.language, client.language_source = decision.language, decision.source
-        stored_in = add_message(
+        (message_id,) = insert_messages(
             session,
-            conversation=conversation,
-            direction="in",
-            author="client",
-            kind=inbound.kind,
-            text=inbound.text[: self.max_chars * 2],
-            # Too short to detect: the conversation's language, so the console translates it too.
-            language=detection.language if detection.usable else decision.language,
+            conversation.id,
+            [
+                {
+                    "direction": "in",
+                    "author": "client",
+                    "kind": inbound.kind,
+                    "text": inbound.text[: self.max_chars * 2],
+                    # Too short to detect: the conversation's language, so the console translates it too.
+                    "language": detection.language if detection.usable else decision.language,
+                }
+            ],
         )
+        conversation.updated_at = utcnow()
         pending, status = conversation.pending, conversation.status
         earlier = []
         if not self.outbox.can_push(inbound.channel):
@@ -191,7 +196,7 @@ class ConversationRouter:
             channel=inbound.channel,
             language=decision.language,
             text=text,
-            message_id=stored_in.id,
+            message_id=message_id,
         )
         return _Inbound(
             decision=decision, turn=turn, chosen=chosen, pending=pending, status=status, earlier=earlier
@@ -200,28 +205,32 @@ class ConversationRouter:
     @staticmethod
     def _store_replies(session: Session, turn: Turn, outcome: Outcome, language: str) -> bool:
         """Unit of work 2 (on a database thread): the replies; True when the message was passed on."""
-        stored = session.get(Conversation, turn.conversation_id)
-        if stored is None:
+        status = touch_conversation(session, turn.conversation_id)
+        if status is None:
             return False
         # Still with the queue or an adviser afterwards: the message reached the console.
-        forwarded = isinstance(outcome, _Forwarded) and stored.status in (WAITING, ADVISER)
+        forwarded = isinstance(outcome, _Forwarded) and status in (WAITING, ADVISER)
         if forwarded:
             # Kept with the message, so the widget shows "passed on" again after a reload.
             sent = session.get(Message, turn.message_id)
             if sent is not None:
                 sent.payload = {**(sent.payload or {}), "forwarded": language}
-        for reply in outcome.replies:
-            add_message(
-                session,
-                conversation=stored,
-                direction="out",
-                author="bot",
-                text=reply.text,
-                language=reply.language,
-                content_key=reply.content_key,
-                machine_translated=reply.machine_translated,
-                payload=_reply_payload(reply),
-            )
+        insert_messages(
+            session,
+            turn.conversation_id,
+            [
+                {
+                    "direction": "out",
+                    "author": "bot",
+                    "text": reply.text,
+                    "language": reply.language,
+                    "content_key": reply.content_key,
+                    "machine_translated": reply.machine_translated,
+                    "payload": _reply_payload(reply),
+                }
+                for reply in outcome.replies
+            ],
+        )
         session.commit()
         return forwarded
 

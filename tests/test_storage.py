@@ -9,8 +9,17 @@ from pathlib import Path
 import pytest
 from alembic import command
 from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.orm import Session
 
-from bot.conversations import add_message, find_or_create, history
+from bot.conversations import (
+    add_message,
+    find_or_create,
+    find_or_create_sync,
+    history,
+    insert_messages,
+    touch_conversation,
+)
+from bot.errors import StorageUnavailable
 from bot.storage.database import Database, alembic_config
 from tests.auxil.servers import postgres_admin_url
 
@@ -80,5 +89,41 @@ async def _exercise(database: Database) -> None:
         assert new_other and other.id != client.id
         messages = await history(session, conversation.id)
         assert [m.text for m in messages] == ["Hallo"]
+
+    # The router's hot path: plain statements on a database thread, in the same tables.
+    bot = {"direction": "out", "author": "bot", "language": "de"}
+
+    def replies(session: Session) -> tuple[list[int], str | None]:
+        _client, open_conversation, _new = find_or_create_sync(session, channel="rest", external_id="a")
+        ids = insert_messages(
+            session,
+            open_conversation.id,
+            [
+                {**bot, "text": "Eins", "payload": None},
+                {**bot, "text": "Zwei", "payload": {"b": [1]}},
+            ],
+        )
+        status = touch_conversation(session, open_conversation.id)
+        session.commit()
+        return ids, status
+
+    ids, status = await database.run(replies)
+    assert status == "bot" and len(ids) == 2 and ids[0] < ids[1]
+    assert await database.run(lambda session: touch_conversation(session, "no-such-conversation")) is None
+    async with database.unit_of_work() as session:
+        stored = await history(session, conversation.id)
+    assert [(m.text, m.kind, m.payload, m.machine_translated) for m in stored] == [
+        ("Hallo", "text", None, False),
+        ("Eins", "text", None, False),
+        ("Zwei", "text", {"b": [1]}, False),
+    ]
+    assert [m.id for m in stored][1:] == ids and all(m.created_at is not None for m in stored)
+
+    # An outage on the hot path is the same StorageUnavailable as elsewhere, not a raw driver error.
+    def broken(session: Session) -> None:
+        session.execute(text("SELECT * FROM no_such_table"))
+
+    with pytest.raises(StorageUnavailable):
+        await database.run(broken)
     assert await database.ping()
     await database.dispose()
