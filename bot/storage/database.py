@@ -2,8 +2,8 @@
 
 The two units of work of every client message (store it; store the replies) run as plain
 synchronous SQLAlchemy in one worker thread each (``Database.run``): one hop to a thread per unit
-instead of one per statement through the async driver. Measured with SQLite (make bench, issue 8):
-a unit of work of the first kind took 3.3 ms through aiosqlite and 0.9 ms synchronously.
+instead of one per statement through the async driver. Measured alone on SQLite (issue 8): a unit of
+work of the first kind took 3.3 ms through aiosqlite and 0.9 ms synchronously.
 """
 
 from __future__ import annotations
