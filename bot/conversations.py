@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import Table, and_, bindparam, null, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -87,29 +88,128 @@ def add_message(
     return message
 
 
-def insert_messages(session: Session, conversation_id: str, rows: Sequence[dict[str, Any]]) -> list[int]:
-    """Insert message rows (``add_message``'s fields) without the ORM's unit of work; their ids in order.
+# The router's hot path (two units of work per client message) runs these statements. They are built
+# once with bound parameters: building a statement costs more than running it from SQLAlchemy's
+# compiled cache (py-spy and cProfile, issue 8: building and the ORM's bookkeeping were most of a unit).
+_LOCATE = (
+    select(
+        Client.id.label("client_id"),
+        Client.language,
+        Client.language_source,
+        Conversation.id.label("conversation_id"),
+        Conversation.status,
+        Conversation.pending,
+    )
+    .select_from(ChannelIdentity)
+    .join(Client, Client.id == ChannelIdentity.client_id)
+    .outerjoin(
+        Conversation,
+        and_(
+            Conversation.client_id == Client.id,
+            Conversation.channel == bindparam("channel"),
+            Conversation.status != "closed",
+        ),
+    )
+    .where(
+        ChannelIdentity.channel == bindparam("channel"),
+        ChannelIdentity.external_id == bindparam("external_id"),
+    )
+    .order_by(Conversation.created_at.desc())
+    .limit(1)
+)
+_CLIENTS, _CONVERSATIONS, _MESSAGES = (cast(Table, m.__table__) for m in (Client, Conversation, Message))
+_SET_LANGUAGE = (
+    update(_CLIENTS)
+    .where(_CLIENTS.c.id == bindparam("client"))
+    .values(language=bindparam("language"), language_source=bindparam("source"), updated_at=bindparam("now"))
+)
+_TOUCH = (
+    update(_CONVERSATIONS)
+    .where(_CONVERSATIONS.c.id == bindparam("conversation"))
+    .values(updated_at=bindparam("now"))
+    .returning(_CONVERSATIONS.c.status)
+)
+_INSERT_MESSAGE = _MESSAGES.insert().returning(_MESSAGES.c.id, sort_by_parameter_order=True)
+_MESSAGE_DEFAULTS: dict[str, Any] = {
+    "kind": "text",
+    "text": "",
+    "language": None,
+    "content_key": None,
+    "machine_translated": False,
+    "intent": None,
+    "payload": None,
+}
 
-    For the router's hot path: one INSERT statement, no objects to track (the unit of work's flushes
-    were about 40 % of the app's CPU per turn, measured with py-spy).
+
+@dataclass(frozen=True, kw_only=True)
+class Located:
+    """The client and open conversation behind a channel identity, as plain values."""
+
+    client_id: str
+    language: str | None
+    language_source: str
+    conversation_id: str
+    status: str
+    pending: dict[str, Any] | None
+    new: bool
+    """The client was created just now."""
+
+
+def locate_sync(session: Session, *, channel: str, external_id: str) -> Located:
+    """``find_or_create_sync`` for the hot path: one SELECT of plain columns for a known client with an
+    open conversation; the ORM only when something has to be created."""
+    row = session.execute(_LOCATE, {"channel": channel, "external_id": external_id}).first()
+    if row is not None and row.conversation_id is not None:
+        return Located(
+            client_id=row.client_id,
+            language=row.language,
+            language_source=row.language_source,
+            conversation_id=row.conversation_id,
+            status=row.status,
+            pending=row.pending,
+            new=False,
+        )
+    client, conversation, new = find_or_create_sync(session, channel=channel, external_id=external_id)
+    return Located(
+        client_id=client.id,
+        language=client.language,
+        language_source=client.language_source,
+        conversation_id=conversation.id,
+        status=conversation.status,
+        pending=conversation.pending,
+        new=new,
+    )
+
+
+def set_language(session: Session, client_id: str, language: str, source: str) -> None:
+    """Record the client's language and where it came from."""
+    session.execute(
+        _SET_LANGUAGE, {"client": client_id, "language": language, "source": source, "now": utcnow()}
+    )
+
+
+def insert_messages(session: Session, conversation_id: str, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert message rows (``add_message``'s fields) in one statement; their ids in order.
+
+    For the router's hot path: no ORM objects to track (the unit of work's flushes were about 40 % of
+    the app's CPU per turn, measured with py-spy), one prepared INSERT ... RETURNING.
     """
     if not rows:
         return []
-    # None values left out: a missing payload is SQL NULL (the ORM stored JSON null; both read as None).
-    values = [{k: v for k, v in row.items() if v is not None} for row in rows]
-    for value in values:
-        value["conversation_id"] = conversation_id
-    ids = session.scalars(insert(Message).returning(Message.id, sort_by_parameter_order=True), values)
-    return list(ids)
+    now = utcnow()
+    values = []
+    for row in rows:
+        value = {**_MESSAGE_DEFAULTS, "created_at": now, **row, "conversation_id": conversation_id}
+        if value["payload"] is None:
+            value["payload"] = null()  # SQL NULL, as for an ORM row without payload (JSON's None is 'null')
+        values.append(value)
+    return list(session.scalars(_INSERT_MESSAGE, values))
 
 
 def touch_conversation(session: Session, conversation_id: str) -> str | None:
     """Mark a conversation as just active; its status, or None when it no longer exists."""
     status: str | None = session.execute(
-        update(Conversation)
-        .where(Conversation.id == conversation_id)
-        .values(updated_at=utcnow())
-        .returning(Conversation.status)
+        _TOUCH, {"conversation": conversation_id, "now": utcnow()}
     ).scalar_one_or_none()
     return status
 

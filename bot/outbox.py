@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -88,22 +88,30 @@ class Outbox:
         return True
 
 
+_WAITING = (
+    select(Message.id, Message.payload)
+    .where(
+        Message.conversation_id == bindparam("conversation"),
+        Message.direction == "out",
+        # only the outbox stores for channels that cannot push, and never as the bot's turn reply
+        or_(*(Message.author == author for author in OUTBOX_AUTHORS)),  # no IN list to expand per call
+    )
+    .order_by(Message.id.desc())
+    .limit(50)
+)
+
+
 def take_undelivered_sync(session: Session, conversation_id: str) -> list[Message]:
     """Stored messages not yet seen by a client on a channel that cannot push; marks them delivered."""
-    rows = list(
-        session.scalars(
-            select(Message)
-            .where(
-                Message.conversation_id == conversation_id,
-                Message.direction == "out",
-                # only the outbox stores for channels that cannot push, and never as the bot's turn reply
-                Message.author.in_(OUTBOX_AUTHORS),
-            )
-            .order_by(Message.id.desc())
-            .limit(50)
-        )
-    )
-    waiting = [m for m in rows if isinstance(m.payload, dict) and m.payload.get(UNDELIVERED)]
+    # Plain rows first (called on every REST message, and there is seldom anything waiting).
+    ids = [
+        row.id
+        for row in session.execute(_WAITING, {"conversation": conversation_id})
+        if isinstance(row.payload, dict) and row.payload.get(UNDELIVERED)
+    ]
+    if not ids:
+        return []
+    waiting = list(session.scalars(select(Message).where(Message.id.in_(ids)).order_by(Message.id)))
     for message in waiting:
         message.payload = {k: v for k, v in (message.payload or {}).items() if k != UNDELIVERED}
-    return waiting[::-1]
+    return waiting

@@ -16,7 +16,7 @@ from bot import LANGUAGES
 from bot.appointments import AppointmentsDialogue
 from bot.channels.base import Button, InboundMessage, OutboundMessage
 from bot.consent import ConsentRequest
-from bot.conversations import find_or_create_sync, insert_messages, touch_conversation
+from bot.conversations import insert_messages, locate_sync, set_language, touch_conversation
 from bot.data_rights import DataRightsDialogue, Outcome, Turn
 from bot.engine import EngineClient, EngineReply
 from bot.errors import EngineUnavailable, StorageUnavailable
@@ -26,7 +26,7 @@ from bot.lexicon import LexiconMatcher
 from bot.outbox import Outbox, take_undelivered_sync
 from bot.proposals import PROPOSAL, ProposalService
 from bot.storage.database import Database
-from bot.storage.models import Message, utcnow
+from bot.storage.models import Message
 from bot.texts import TextService
 
 log = logging.getLogger(__name__)
@@ -154,12 +154,10 @@ class ConversationRouter:
         self, session: Session, inbound: InboundMessage, text: str, detection: Detection
     ) -> _Inbound:
         """Unit of work 1 (on a database thread): the client, the language decision, the message."""
-        client, conversation, _new = find_or_create_sync(
-            session, channel=inbound.channel, external_id=inbound.external_id
-        )
+        located = locate_sync(session, channel=inbound.channel, external_id=inbound.external_id)
         decision = decide_language(
-            current=client.language,
-            source=client.language_source,
+            current=located.language,
+            source=located.language_source,
             detection=detection,
             hint=inbound.language_hint,
             default=self.default_language,
@@ -167,12 +165,13 @@ class ConversationRouter:
         chosen = _chosen_language(text)
         if chosen:
             decision = LanguageDecision(language=chosen, source="explicit", changed=True)
-        if text.strip() == _KEEP_LANGUAGE and client.language:
-            decision = LanguageDecision(language=client.language, source="explicit")
-        client.language, client.language_source = decision.language, decision.source
+        if text.strip() == _KEEP_LANGUAGE and located.language:
+            decision = LanguageDecision(language=located.language, source="explicit")
+        if (decision.language, decision.source) != (located.language, located.language_source):
+            set_language(session, located.client_id, decision.language, decision.source)
         (message_id,) = insert_messages(
             session,
-            conversation.id,
+            located.conversation_id,
             [
                 {
                     "direction": "in",
@@ -184,22 +183,26 @@ class ConversationRouter:
                 }
             ],
         )
-        conversation.updated_at = utcnow()
-        pending, status = conversation.pending, conversation.status
+        touch_conversation(session, located.conversation_id)
         earlier = []
         if not self.outbox.can_push(inbound.channel):
-            earlier = [_stored_reply(m) for m in take_undelivered_sync(session, conversation.id)]
+            earlier = [_stored_reply(m) for m in take_undelivered_sync(session, located.conversation_id)]
         session.commit()
         turn = Turn(
-            client_id=client.id,
-            conversation_id=conversation.id,
+            client_id=located.client_id,
+            conversation_id=located.conversation_id,
             channel=inbound.channel,
             language=decision.language,
             text=text,
             message_id=message_id,
         )
         return _Inbound(
-            decision=decision, turn=turn, chosen=chosen, pending=pending, status=status, earlier=earlier
+            decision=decision,
+            turn=turn,
+            chosen=chosen,
+            pending=located.pending,
+            status=located.status,
+            earlier=earlier,
         )
 
     @staticmethod

@@ -12,11 +12,14 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.orm import Session
 
 from bot.conversations import (
+    Located,
     add_message,
     find_or_create,
     find_or_create_sync,
     history,
     insert_messages,
+    locate_sync,
+    set_language,
     touch_conversation,
 )
 from bot.errors import StorageUnavailable
@@ -118,6 +121,42 @@ async def _exercise(database: Database) -> None:
         ("Zwei", "text", {"b": [1]}, False),
     ]
     assert [m.id for m in stored][1:] == ids and all(m.created_at is not None for m in stored)
+    # a missing payload is SQL NULL, not the JSON text 'null' (both read back as None)
+    null_payloads = await database.run(
+        lambda session: session.execute(
+            text("SELECT text FROM messages WHERE payload IS NULL AND text IN ('Eins', 'Zwei')")
+        ).all()
+    )
+    assert [tuple(row) for row in null_payloads] == [("Eins",)]
+
+    # locate_sync: plain values for a known client; the ORM creates what is missing.
+    def locate(session: Session, external_id: str) -> Located:
+        located = locate_sync(session, channel="rest", external_id=external_id)
+        session.commit()
+        return located
+
+    known = await database.run(locate, "a")
+    assert (known.client_id, known.conversation_id, known.status, known.new) == (
+        client.id,
+        conversation.id,
+        "bot",
+        False,
+    )
+    fresh = await database.run(locate, "b")
+    assert fresh.new and fresh.client_id != client.id and fresh.language is None
+
+    def switch(session: Session) -> None:
+        set_language(session, client.id, "uk", "explicit")
+        session.execute(
+            text("UPDATE conversations SET status = 'closed' WHERE id = :id"), {"id": conversation.id}
+        )
+        session.commit()
+
+    await database.run(switch)
+    reopened = await database.run(locate, "a")
+    assert (reopened.language, reopened.language_source) == ("uk", "explicit")
+    assert reopened.client_id == client.id and reopened.conversation_id != conversation.id
+    assert not reopened.new
 
     # An outage on the hot path is the same StorageUnavailable as elsewhere, not a raw driver error.
     def broken(session: Session) -> None:
