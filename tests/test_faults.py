@@ -493,6 +493,28 @@ FOLLOW_UPS = {
 }
 
 
+def test_the_app_log_keeps_no_session_ids_or_calendar_tokens(
+    stack: FaultStack, running: list[AppProcess]
+) -> None:
+    """Paths carry secrets (a widget session id reads its history, a token opens a calendar file):
+    the app writes no access log that would keep them."""
+    app = stack.app("log", f"sqlite:///{stack.tmp / 'log.db'}")
+    running.append(app)
+    app.migrate()
+    app.start()
+    session, token = "S3ss10n" + os.urandom(8).hex(), "T0ken" + os.urandom(8).hex()
+    with httpx.Client(base_url=app.url, timeout=30) as client:
+        assert client.get(f"/widget/history/{session}").status_code in (200, 404)
+        assert client.get(f"/appointments/{session}.ics", params={"token": token}).status_code == 404
+        answered = client.post("/webhooks/rest/webhook", json={"sender": session, "message": "Hallo"})
+        assert answered.status_code == 200 and answered.json()
+    app.stop()
+    log = app.log_path.read_text(encoding="utf-8", errors="replace")
+    assert "Application startup complete" in log  # the log was written, at INFO
+    assert session not in log and token not in log
+    assert '"GET /' not in log and '"POST /' not in log
+
+
 def test_app_killed_mid_conversation_loses_nothing_answered(
     stack: FaultStack, running: list[AppProcess]
 ) -> None:
