@@ -33,7 +33,9 @@ class EngineClient:
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout, connect=2.0),
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            # Every connection kept: one closed after its answer is opened again for the next turn,
+            # and the engine (the bottleneck) pays for each new one.
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
         )
 
     async def send(self, sender: str, text: str, metadata: dict[str, Any]) -> list[EngineReply]:
