@@ -5,7 +5,9 @@ Two stacks of real processes on loopback, one after the other:
 1. as ``make run`` starts it (engine with its SQLite tracker store, app on SQLite): closed-loop load at
    1, 10 and 50 concurrent conversations straight to the engine's REST channel, through the app's
    REST channel and through the app's socket.io channel (Rasa's protocol, python-socketio's client),
-   in the same run (each level 30 s, and at least 1.2 s per conversation: 60 s at 50); then open-loop load
+   in the same run (each level 30 s per target, and at least 1.2 s per conversation: 60 s at 50, split
+   into BENCH_ROUNDS rounds (3) in which the three targets take turns, so that they share the machine's
+   slow spells; the level's figures take the rounds' turns together); then open-loop load
    (Poisson arrivals at fixed rates, 30 s each) straight to the engine and through the app,
    interleaved rate by rate so that both see the same machine, until p95 passes one second;
 2. the production mode (engine trackers in PostgreSQL, conversation locks in Redis, app on PostgreSQL
@@ -59,7 +61,7 @@ import time
 import uuid
 import zlib
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -77,6 +79,8 @@ from bot.training import CONFIG, engine_command, engine_env, train
 OUT = Path(os.environ.get("LOTSE_BENCH_OUT") or ROOT / "docs" / "bench")
 LEVELS = (1, 10, 50)
 SECONDS_PER_RUN = float(os.environ.get("BENCH_SECONDS", "30"))
+ROUNDS = max(1, int(os.environ.get("BENCH_ROUNDS", "3")))
+"""A closed-loop level runs in this many rounds, the targets taking turns in each (see _closed_loops)."""
 SECONDS_PER_CONVERSATION = 1.2
 """A closed-loop level runs at least this long per conversation (50 conversations: 60 s), so that every
 conversation takes several turns at the engine's ~7 turns/s and p95 is not the opening burst alone."""
@@ -124,6 +128,8 @@ class Run:
     p50_ms: float
     p95_ms: float
     p99_ms: float
+    round_p95_ms: list[float] = field(default_factory=list)
+    """p95 of each round alone (the level's figures above take all rounds' turns together)."""
 
 
 @dataclass
@@ -269,7 +275,18 @@ def _limits(connections: int) -> httpx.Limits:
     return httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
 
 
-async def _closed_loop_rest(url: str, concurrency: int, messages: list[str], label: str) -> Run:
+@dataclass
+class Round:
+    """One round of a closed-loop level against one target: its raw latencies."""
+
+    latencies: list[float]
+    errors: int
+    seconds: float
+
+
+async def _closed_loop_rest(
+    url: str, concurrency: int, messages: list[str], label: str, seconds: float
+) -> Round:
     latencies: list[float] = []
     errors = 0
     budget = MAX_REQUESTS_PER_RUN
@@ -292,28 +309,32 @@ async def _closed_loop_rest(url: str, concurrency: int, messages: list[str], lab
                 latencies.append(time.perf_counter() - started)
 
         started = time.monotonic()
-        deadline = started + _level_seconds(concurrency)
+        deadline = started + seconds
         await asyncio.gather(*(worker(i, deadline) for i in range(concurrency)))
-        seconds = time.monotonic() - started
-    return _run(label, concurrency, latencies, errors, seconds)
+        took = time.monotonic() - started
+    return Round(latencies, errors, took)
 
 
 def _level_seconds(concurrency: int) -> float:
-    """How long one closed-loop level runs."""
+    """How long one closed-loop level runs per target, all its rounds together."""
     return max(SECONDS_PER_RUN, concurrency * SECONDS_PER_CONVERSATION)
 
 
-def _run(label: str, concurrency: int, latencies: list[float], errors: int, seconds: float) -> Run:
+def _run(label: str, concurrency: int, rounds: list[Round]) -> Run:
+    """A level's figures from its rounds' latencies taken together."""
+    latencies = [x for r in rounds for x in r.latencies]
+    seconds = sum(r.seconds for r in rounds)
     return Run(
         target=label,
         concurrency=concurrency,
         requests=len(latencies),
-        errors=errors,
+        errors=sum(r.errors for r in rounds),
         seconds=round(seconds, 1),
         throughput=round(len(latencies) / seconds, 1),
         p50_ms=_percentile(latencies, 0.50),
         p95_ms=_percentile(latencies, 0.95),
         p99_ms=_percentile(latencies, 0.99),
+        round_p95_ms=[_percentile(r.latencies, 0.95) for r in rounds],
     )
 
 
@@ -374,7 +395,9 @@ class WidgetTab:
         await self.sio.disconnect()
 
 
-async def _closed_loop_socketio(url: str, concurrency: int, messages: list[str], label: str) -> Run:
+async def _closed_loop_socketio(
+    url: str, concurrency: int, messages: list[str], label: str, seconds: float
+) -> Round:
     latencies: list[float] = []
     errors = 0
     budget = MAX_REQUESTS_PER_RUN
@@ -398,12 +421,12 @@ async def _closed_loop_socketio(url: str, concurrency: int, messages: list[str],
                 latencies.append(seconds)
 
         started = time.monotonic()
-        deadline = started + _level_seconds(concurrency)
+        deadline = started + seconds
         await asyncio.gather(*(worker(i, deadline) for i in range(concurrency)))
-        seconds = time.monotonic() - started
+        took = time.monotonic() - started
     finally:
         await asyncio.gather(*(tab.close() for tab in tabs), return_exceptions=True)
-    return _run(label, concurrency, latencies, errors, seconds)
+    return Round(latencies, errors, took)
 
 
 async def _open_loop(url: str, rate: float, messages: list[str], label: str) -> RateRun:
@@ -747,21 +770,38 @@ def _training_seconds(model: Path) -> float | None:
 
 
 def _closed_loops(stack: Stack, levels: tuple[int, ...], messages: list[str], suffix: str = "") -> list[Run]:
-    """Each level straight to the engine, through the app's REST channel and through socket.io."""
-    runs: list[Run] = []
+    """Each level straight to the engine, through the app's REST channel and through socket.io.
+
+    A level is split into ROUNDS rounds; in each round the three targets take their turn one after the
+    other, the order rotated from round to round. Slow spells of the machine (they last seconds to
+    minutes here) so fall on all three alike instead of on whichever target ran then, and the level's
+    figures take all rounds' turns of a target together."""
     engine_rest, app_rest = (
         f"{stack.engine_url}/webhooks/rest/webhook",
         f"{stack.app_url}/webhooks/rest/webhook",
     )
+    targets: list[tuple[str, Callable[[int, float], Coroutine[Any, Any, Round]]]] = [
+        (f"engine{suffix}", lambda level, s: _closed_loop_rest(engine_rest, level, messages, "engine", s)),
+        (f"app{suffix}", lambda level, s: _closed_loop_rest(app_rest, level, messages, "app", s)),
+        (
+            f"app-socketio{suffix}",
+            lambda level, s: _closed_loop_socketio(stack.app_url, level, messages, "socketio", s),
+        ),
+    ]
+    runs: list[Run] = []
     for level in levels:
-        for run in (
-            asyncio.run(_closed_loop_rest(engine_rest, level, messages, f"engine{suffix}")),
-            asyncio.run(_closed_loop_rest(app_rest, level, messages, f"app{suffix}")),
-            asyncio.run(_closed_loop_socketio(stack.app_url, level, messages, f"app-socketio{suffix}")),
-        ):
+        seconds = _level_seconds(level) / ROUNDS
+        rounds: dict[str, list[Round]] = {label: [] for label, _ in targets}
+        for index in range(ROUNDS):
+            shift = index % len(targets)
+            for label, measure in targets[shift:] + targets[:shift]:
+                rounds[label].append(asyncio.run(measure(level, seconds)))
+        for label, _ in targets:
+            run = _run(label, level, rounds[label])
             runs.append(run)
             print(
-                f"  closed loop {run.target:24s} x{level:<3d} p95 {run.p95_ms:7.1f} ms, "
+                f"  closed loop {run.target:24s} x{level:<3d} p95 {run.p95_ms:7.1f} ms "
+                f"(rounds {', '.join(f'{p:.0f}' for p in run.round_p95_ms)}), "
                 f"{run.throughput:5.1f} turns/s, {run.errors} errors",
                 flush=True,
             )
