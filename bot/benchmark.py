@@ -130,6 +130,10 @@ class Run:
     p99_ms: float
     round_p95_ms: list[float] = field(default_factory=list)
     """p95 of each round alone (the level's figures above take all rounds' turns together)."""
+    steady_p95_ms: float = float("nan")
+    """p95 without each round's opening turns (every conversation slot's first, sent in one instant)."""
+    opening_max_ms: float = float("nan")
+    """The slowest of those opening turns."""
 
 
 @dataclass
@@ -282,12 +286,15 @@ class Round:
     latencies: list[float]
     errors: int
     seconds: float
+    opening: list[float] = field(default_factory=list)
+    """The first turn of each conversation slot (all slots open in the same instant); also in latencies."""
 
 
 async def _closed_loop_rest(
     url: str, concurrency: int, messages: list[str], label: str, seconds: float
 ) -> Round:
     latencies: list[float] = []
+    opening: list[float] = []
     errors = 0
     budget = MAX_REQUESTS_PER_RUN
     async with httpx.AsyncClient(timeout=TURN_TIMEOUT, limits=_limits(concurrency)) as http:
@@ -307,12 +314,14 @@ async def _closed_loop_rest(
                 if not await send(sender, text):
                     errors += 1
                 latencies.append(time.perf_counter() - started)
+                if turn == 1:
+                    opening.append(latencies[-1])
 
         started = time.monotonic()
         deadline = started + seconds
         await asyncio.gather(*(worker(i, deadline) for i in range(concurrency)))
         took = time.monotonic() - started
-    return Round(latencies, errors, took)
+    return Round(latencies, errors, took, opening)
 
 
 def _level_seconds(concurrency: int) -> float:
@@ -323,6 +332,8 @@ def _level_seconds(concurrency: int) -> float:
 def _run(label: str, concurrency: int, rounds: list[Round]) -> Run:
     """A level's figures from its rounds' latencies taken together."""
     latencies = [x for r in rounds for x in r.latencies]
+    opening = [x for r in rounds for x in r.opening]
+    steady = list((Counter(latencies) - Counter(opening)).elements())
     seconds = sum(r.seconds for r in rounds)
     return Run(
         target=label,
@@ -335,6 +346,8 @@ def _run(label: str, concurrency: int, rounds: list[Round]) -> Run:
         p95_ms=_percentile(latencies, 0.95),
         p99_ms=_percentile(latencies, 0.99),
         round_p95_ms=[_percentile(r.latencies, 0.95) for r in rounds],
+        steady_p95_ms=_percentile(steady, 0.95),
+        opening_max_ms=_percentile(opening, 1.0),
     )
 
 
@@ -399,6 +412,7 @@ async def _closed_loop_socketio(
     url: str, concurrency: int, messages: list[str], label: str, seconds: float
 ) -> Round:
     latencies: list[float] = []
+    opening: list[float] = []
     errors = 0
     budget = MAX_REQUESTS_PER_RUN
     tabs = [WidgetTab(url) for _ in range(concurrency)]
@@ -419,6 +433,8 @@ async def _closed_loop_socketio(
                 seconds, ok = await tab.turn(session, text)
                 errors += not ok
                 latencies.append(seconds)
+                if turn == 1:
+                    opening.append(seconds)
 
         started = time.monotonic()
         deadline = started + seconds
@@ -426,7 +442,7 @@ async def _closed_loop_socketio(
         took = time.monotonic() - started
     finally:
         await asyncio.gather(*(tab.close() for tab in tabs), return_exceptions=True)
-    return Round(latencies, errors, took)
+    return Round(latencies, errors, took, opening)
 
 
 async def _open_loop(url: str, rate: float, messages: list[str], label: str) -> RateRun:
@@ -801,7 +817,8 @@ def _closed_loops(stack: Stack, levels: tuple[int, ...], messages: list[str], su
             runs.append(run)
             print(
                 f"  closed loop {run.target:24s} x{level:<3d} p95 {run.p95_ms:7.1f} ms "
-                f"(rounds {', '.join(f'{p:.0f}' for p in run.round_p95_ms)}), "
+                f"(rounds {', '.join(f'{p:.0f}' for p in run.round_p95_ms)}; without the openings "
+                f"{run.steady_p95_ms:.0f}, slowest opening {run.opening_max_ms:.0f}), "
                 f"{run.throughput:5.1f} turns/s, {run.errors} errors",
                 flush=True,
             )
@@ -1539,14 +1556,20 @@ def _print(result: dict[str, Any], runs: list[Run], sweeps: list[Sweep]) -> None
             f"{result.get('rss_mb_peak_under_load')}, after load {result.get('rss_mb_after_load')}"
         )
     print("\nclosed loop")
-    print("| level | target | turns | errors | turns/s | p50 ms | p95 ms | p99 ms | p95 ÷ engine p95 |")
-    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| level | target | turns | errors | turns/s | p50 ms | p95 ms | p99 ms | p95 ÷ engine p95 "
+        "| p95 without openings (÷ engine) | slowest opening ms |"
+    )
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in runs:
         engine = next((e for e in runs if e.target == "engine" and e.concurrency == r.concurrency), None)
         ratio = f"{r.p95_ms / engine.p95_ms:.2f}" if engine and r is not engine and engine.p95_ms else ""
+        steady = f"{r.steady_p95_ms}"
+        if engine and r is not engine and engine.steady_p95_ms:
+            steady += f" ({r.steady_p95_ms / engine.steady_p95_ms:.2f})"
         print(
             f"| {r.concurrency} | {r.target} | {r.requests} | {r.errors} | {r.throughput} | {r.p50_ms} "
-            f"| {r.p95_ms} | {r.p99_ms} | {ratio} |"
+            f"| {r.p95_ms} | {r.p99_ms} | {ratio} | {steady} | {r.opening_max_ms} |"
         )
     print("\nopen loop (Poisson arrivals)")
     print("| target | rate/s | sent | errors | turns/s | p50 ms | p95 ms | p99 ms |")
