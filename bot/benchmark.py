@@ -791,7 +791,8 @@ def _closed_loops(stack: Stack, levels: tuple[int, ...], messages: list[str], su
     A level is split into ROUNDS rounds; in each round the three targets take their turn one after the
     other, the order rotated from round to round. Slow spells of the machine (they last seconds to
     minutes here) so fall on all three alike instead of on whichever target ran then, and the level's
-    figures take all rounds' turns of a target together."""
+    figures take all rounds' turns of a target together. At one conversation the targets take turns
+    message by message (``_single_interleaved``): a slow spell of a few seconds then touches all three."""
     engine_rest, app_rest = (
         f"{stack.engine_url}/webhooks/rest/webhook",
         f"{stack.app_url}/webhooks/rest/webhook",
@@ -805,10 +806,17 @@ def _closed_loops(stack: Stack, levels: tuple[int, ...], messages: list[str], su
         ),
     ]
     runs: list[Run] = []
+    labels = [label for label, _ in targets]
     for level in levels:
         seconds = _level_seconds(level) / ROUNDS
-        rounds: dict[str, list[Round]] = {label: [] for label, _ in targets}
+        rounds: dict[str, list[Round]] = {label: [] for label in labels}
         for index in range(ROUNDS):
+            if level == 1:
+                # One conversation each: the targets take turns message by message, not round by round.
+                taken = asyncio.run(_single_interleaved(stack, messages, labels, seconds * len(labels)))
+                for label in labels:
+                    rounds[label].append(taken[label])
+                continue
             shift = index % len(targets)
             for label, measure in targets[shift:] + targets[:shift]:
                 rounds[label].append(asyncio.run(measure(level, seconds)))
@@ -823,6 +831,48 @@ def _closed_loops(stack: Stack, levels: tuple[int, ...], messages: list[str], su
                 flush=True,
             )
     return runs
+
+
+async def _single_interleaved(
+    stack: Stack, messages: list[str], labels: list[str], seconds: float
+) -> dict[str, Round]:
+    """One conversation per target (engine REST, app REST, app socket.io, as ``labels`` name them), the
+    same message sent to each in turn, the order rotated from message to message."""
+    engine_rest, app_rest = (
+        f"{stack.engine_url}/webhooks/rest/webhook",
+        f"{stack.app_url}/webhooks/rest/webhook",
+    )
+    latencies: dict[str, list[float]] = {label: [] for label in labels}
+    errors = dict.fromkeys(labels, 0)
+    tab = WidgetTab(stack.app_url)
+    await tab.connect()
+    started = time.monotonic()
+    try:
+        async with httpx.AsyncClient(timeout=TURN_TIMEOUT, limits=_limits(2)) as http:
+            senders = {labels[0]: _rest_sender(http, engine_rest), labels[1]: _rest_sender(http, app_rest)}
+            deadline, turn, ids, session = started + seconds, 0, {}, ""
+            while time.monotonic() < deadline and turn < MAX_REQUESTS_PER_RUN:
+                if turn % TURNS_PER_CONVERSATION == 0:
+                    ids = {label: f"bench-{label}-1-{uuid.uuid4().hex[:12]}" for label in labels[:2]}
+                    session = await tab.new_session()
+                text = messages[turn % len(messages)]
+                shift = turn % len(labels)
+                for label in labels[shift:] + labels[:shift]:
+                    if label in senders:
+                        begun = time.perf_counter()
+                        ok = await senders[label](ids[label], text)
+                        took = time.perf_counter() - begun
+                    else:
+                        took, ok = await tab.turn(session, text)
+                    latencies[label].append(took)
+                    errors[label] += not ok
+                turn += 1
+    finally:
+        await tab.close()
+    return {
+        label: Round(latencies[label], errors[label], sum(latencies[label]), latencies[label][:1])
+        for label in labels
+    }
 
 
 def _default_stage(
