@@ -813,7 +813,11 @@ def _closed_loops(stack: Stack, levels: tuple[int, ...], messages: list[str], su
         for index in range(ROUNDS):
             if level == 1:
                 # One conversation each: the targets take turns message by message, not round by round.
-                taken = asyncio.run(_single_interleaved(stack, messages, labels, seconds * len(labels)))
+                taken = asyncio.run(
+                    _single_interleaved(
+                        stack.app_url, (engine_rest, app_rest), messages, labels, seconds * len(labels)
+                    )
+                )
                 for label in labels:
                     rounds[label].append(taken[label])
                 continue
@@ -834,17 +838,14 @@ def _closed_loops(stack: Stack, levels: tuple[int, ...], messages: list[str], su
 
 
 async def _single_interleaved(
-    stack: Stack, messages: list[str], labels: list[str], seconds: float
+    app_url: str, rest_urls: tuple[str, str], messages: list[str], labels: list[str], seconds: float
 ) -> dict[str, Round]:
     """One conversation per target (engine REST, app REST, app socket.io, as ``labels`` name them), the
     same message sent to each in turn, the order rotated from message to message."""
-    engine_rest, app_rest = (
-        f"{stack.engine_url}/webhooks/rest/webhook",
-        f"{stack.app_url}/webhooks/rest/webhook",
-    )
+    engine_rest, app_rest = rest_urls
     latencies: dict[str, list[float]] = {label: [] for label in labels}
     errors = dict.fromkeys(labels, 0)
-    tab = WidgetTab(stack.app_url)
+    tab = WidgetTab(app_url)
     await tab.connect()
     started = time.monotonic()
     try:

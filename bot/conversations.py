@@ -13,44 +13,6 @@ from sqlalchemy.orm import Session
 from bot.storage.models import ChannelIdentity, Client, Conversation, Message, new_id, utcnow
 
 
-def find_or_create_sync(
-    session: Session, *, channel: str, external_id: str
-) -> tuple[Client, Conversation, bool]:
-    """The client and open conversation behind a channel identity; True when the client is new."""
-    # One round trip for the usual case (a known client with an open conversation on this channel).
-    row = session.execute(
-        select(Client, Conversation)
-        .select_from(ChannelIdentity)
-        .join(Client, Client.id == ChannelIdentity.client_id)
-        .outerjoin(
-            Conversation,
-            and_(
-                Conversation.client_id == Client.id,
-                Conversation.channel == channel,
-                Conversation.status != "closed",
-            ),
-        )
-        .where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == external_id)
-        .order_by(Conversation.created_at.desc())
-        .limit(1)
-    ).first()
-    if row is None:
-        client = Client()
-        session.add(client)
-        session.flush()
-        session.add(ChannelIdentity(client_id=client.id, channel=channel, external_id=external_id))
-        conversation = Conversation(client_id=client.id, channel=channel)
-        session.add(conversation)
-        session.flush()
-        return client, conversation, True
-    client, open_conversation = row
-    if open_conversation is None:
-        open_conversation = Conversation(client_id=client.id, channel=channel)
-        session.add(open_conversation)
-        session.flush()
-    return client, open_conversation, False
-
-
 async def find_or_create(
     session: AsyncSession, *, channel: str, external_id: str
 ) -> tuple[Client, Conversation, bool]:
@@ -203,6 +165,17 @@ def locate_sync(session: Session, *, channel: str, external_id: str) -> Located:
         pending=None,
         new=new,
     )
+
+
+def find_or_create_sync(
+    session: Session, *, channel: str, external_id: str
+) -> tuple[Client, Conversation, bool]:
+    """``locate_sync`` as ORM objects in the session; True when the client is new."""
+    located = locate_sync(session, channel=channel, external_id=external_id)
+    client = session.get(Client, located.client_id)
+    conversation = session.get(Conversation, located.conversation_id)
+    assert client is not None and conversation is not None  # found or inserted just now
+    return client, conversation, located.new
 
 
 def set_language(session: Session, client_id: str, language: str, source: str) -> None:
